@@ -1,0 +1,7 @@
+// Package all links in every mechanism saslgate ships; importing it fills
+// the registry.
+package all
+
+import (
+	_ "github.com/saslgate/saslgate/mechs/sasldb" // sasldb
+)

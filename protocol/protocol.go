@@ -1,0 +1,234 @@
+// Package protocol is saslauthd's "mux" socket wire format, and nothing
+// else: the request reader and reply writer a server uses, and a client.
+//
+// The format is that of Cyrus SASL 2.1.28 (saslauthd/ipc_unix.c,
+// lib/checkpw.c) as written down in docs/saslauthd-spec.md §2: a request is
+// four counted strings (login, password, service, realm), each a 2-byte
+// big-endian length and that many bytes, optionally followed by a fifth
+// (the client address, "ip;port", sent by the unreleased master branch). The
+// reply is one counted string starting with "OK" or "NO". One request per
+// connection.
+//
+// This package imports the standard library only.
+package protocol
+
+import (
+	"bufio"
+	"bytes"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"syscall"
+)
+
+// MaxField is saslauthd's MAX_REQ_LEN: a field may be 256 bytes, not 257.
+const MaxField = 256
+
+// MaxReply bounds the replies this package writes and reads; libsasl reads at
+// most 1023 bytes of a reply.
+const MaxReply = 1023
+
+// Replies the protocol layer itself produces (spec §2.6), byte for byte.
+const (
+	ReplyTooLong    = "NO " // a field over MaxField; the trailing space is saslauthd's
+	ReplyNullLogin  = "NO NULL login received"
+	ReplyNullPasswd = "NO NULL password received"
+)
+
+// Field names, in wire order, for error messages and logs.
+var fieldNames = [...]string{"login", "password", "service", "realm", "client_addr"}
+
+// FieldTooLongError reports a length header over MaxField. The server
+// answers ReplyTooLong and reads no further.
+type FieldTooLongError struct {
+	Field  string
+	Length int
+}
+
+func (e *FieldTooLongError) Error() string {
+	// saslauthd logs "<field> exceeded MAX_REQ_LEN: 256"
+	return fmt.Sprintf("protocol: %s exceeded MAX_REQ_LEN: %d (length %d)", e.Field, MaxField, e.Length)
+}
+
+// ErrTruncated means the client stopped (EOF) inside the request. saslauthd
+// sends no reply and closes.
+var ErrTruncated = errors.New("protocol: request truncated")
+
+// ErrNullLogin and ErrNullPassword are the empty-field errors, checked after
+// all four fields were read (a too-long field wins over an empty one).
+var (
+	ErrNullLogin    = errors.New("protocol: NULL login received")
+	ErrNullPassword = errors.New("protocol: NULL password received")
+)
+
+// Request is one request as read from the wire.
+//
+// Each field is cut at its first NUL byte, as saslauthd does (it copies each
+// field into a C string): login "\x00alice" is empty, password
+// "good\x00junk" is "good". Clients that use strlen cannot send a NUL, so
+// only raw clients see the difference; matching saslauthd keeps answers
+// byte-identical. The cut also means no back end ever receives a NUL.
+type Request struct {
+	Login, Password, Service, Realm string
+	ClientAddr                      string
+	// HasClientAddr is true when the client sent the fifth field (possibly
+	// empty).
+	HasClientAddr bool
+}
+
+// GoString and Format keep the password out of any %v/%#v of a Request.
+func (r Request) GoString() string {
+	return fmt.Sprintf("protocol.Request{Login:%q, Password:REDACTED, Service:%q, Realm:%q, ClientAddr:%q}",
+		r.Login, r.Service, r.Realm, r.ClientAddr)
+}
+
+func (r Request) String() string { return r.GoString() }
+
+// Reader reads requests from one connection. It buffers, so after
+// ReadRequest the connection's remaining bytes (a second request, garbage)
+// are partly inside the Reader; Drain discards them.
+type Reader struct {
+	br   *bufio.Reader
+	conn io.Reader
+}
+
+// NewReader returns a Reader on r. When r is a socket (it implements
+// syscall.Conn), the optional fifth field is read only if its bytes are
+// already queued in the kernel; it never blocks waiting for one.
+func NewReader(r io.Reader) *Reader {
+	// 4 KiB holds any request a real client sends (libsasl caps them near 8
+	// KiB but saslauthd refuses fields over 256 bytes anyway): one read(2)
+	// usually takes the whole request, fifth field included.
+	return &Reader{br: bufio.NewReaderSize(r, 4096), conn: r}
+}
+
+// ReadRequest reads one request. It returns *FieldTooLongError,
+// ErrTruncated, ErrNullLogin, ErrNullPassword, or the underlying read error
+// (a timeout, for instance). For ErrNullLogin and ErrNullPassword the
+// returned Request holds the fields that were read, for logging.
+func (r *Reader) ReadRequest() (Request, error) {
+	var f [4]string
+	for i := range f {
+		s, err := r.field(i)
+		if err != nil {
+			return Request{}, err
+		}
+		f[i] = s
+	}
+	req := Request{Login: f[0], Password: f[1], Service: f[2], Realm: f[3]}
+	if r.queued() {
+		// A fifth field whose header or body then fails to arrive is
+		// ignored: the four fields are a complete 2.1.28 request.
+		if s, err := r.field(4); err == nil {
+			req.ClientAddr, req.HasClientAddr = s, true
+		}
+	}
+	switch {
+	case req.Login == "":
+		return req, ErrNullLogin
+	case req.Password == "":
+		return req, ErrNullPassword
+	}
+	return req, nil
+}
+
+func (r *Reader) field(i int) (string, error) {
+	var hdr [2]byte
+	if _, err := io.ReadFull(r.br, hdr[:]); err != nil {
+		return "", truncated(err)
+	}
+	n := int(binary.BigEndian.Uint16(hdr[:]))
+	if n > MaxField {
+		return "", &FieldTooLongError{Field: fieldNames[i], Length: n}
+	}
+	var buf [MaxField]byte
+	if _, err := io.ReadFull(r.br, buf[:n]); err != nil {
+		return "", truncated(err)
+	}
+	b := buf[:n]
+	if j := bytes.IndexByte(b, 0); j >= 0 {
+		b = b[:j]
+	}
+	s := string(b)
+	clear(buf[:n]) // the password field passes through here
+	return s, nil
+}
+
+func truncated(err error) error {
+	if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
+		return ErrTruncated
+	}
+	return err
+}
+
+// queued reports whether more request bytes can be read without blocking:
+// already in our buffer, or queued on the socket (MSG_PEEK|MSG_DONTWAIT).
+func (r *Reader) queued() bool {
+	if r.br.Buffered() > 0 {
+		return true
+	}
+	sc, ok := r.conn.(syscall.Conn)
+	if !ok {
+		return false
+	}
+	raw, err := sc.SyscallConn()
+	if err != nil {
+		return false
+	}
+	var n int
+	var perr error
+	var b [1]byte
+	cerr := raw.Read(func(fd uintptr) bool {
+		n, _, perr = syscall.Recvfrom(int(fd), b[:], syscall.MSG_PEEK|syscall.MSG_DONTWAIT)
+		return true // never wait for readiness: that is the point
+	})
+	return cerr == nil && perr == nil && n > 0
+}
+
+// Drain reads and discards until EOF, an error or limit bytes, as saslauthd
+// does after its reply (so that a client writing a second request does not
+// get a reset). The caller sets the deadline.
+func (r *Reader) Drain(limit int64) (int64, error) {
+	n, err := io.Copy(io.Discard, io.LimitReader(r.br, limit))
+	if err == nil && n == limit {
+		return n, errors.New("protocol: drain limit reached")
+	}
+	return n, err
+}
+
+// AppendReply appends the wire form of reply text to dst.
+func AppendReply(dst []byte, text string) []byte {
+	if len(text) > MaxReply {
+		text = text[:MaxReply]
+	}
+	dst = binary.BigEndian.AppendUint16(dst, uint16(len(text)))
+	return append(dst, text...)
+}
+
+// WriteReply writes one reply in a single write. Replies never carry a NUL
+// terminator (the 2.1.28 source comment says they do; they do not).
+func WriteReply(w io.Writer, text string) error {
+	var b [2 + MaxReply]byte
+	_, err := w.Write(AppendReply(b[:0], text))
+	return err
+}
+
+// AppendRequest appends the wire form of req to dst: four fields, or five
+// when HasClientAddr is set. Fields are sent as given, NULs included, so a
+// test client can send what a real client cannot. It fails only on a field
+// over 65535 bytes, which the 2-byte length cannot express.
+func AppendRequest(dst []byte, req Request) ([]byte, error) {
+	fields := []string{req.Login, req.Password, req.Service, req.Realm}
+	if req.HasClientAddr {
+		fields = append(fields, req.ClientAddr)
+	}
+	for i, f := range fields {
+		if len(f) > 0xffff {
+			return dst, fmt.Errorf("protocol: %s longer than 65535 bytes", fieldNames[i])
+		}
+		dst = binary.BigEndian.AppendUint16(dst, uint16(len(f)))
+		dst = append(dst, f...)
+	}
+	return dst, nil
+}
