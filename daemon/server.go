@@ -283,7 +283,7 @@ func (s *Server) authenticate(preq protocol.Request) string {
 	}
 	req := mechs.Request{Login: login, Password: mechs.Password(preq.Password),
 		Service: preq.Service, Realm: preq.Realm, ClientAddr: preq.ClientAddr}
-	who := fmt.Sprintf("[user=%s] [service=%s] [realm=%s]", req.Login, req.Service, req.Realm)
+	who := fmt.Sprintf("[user=%s] [service=%s] [realm=%s]", logSafe(req.Login), logSafe(req.Service), logSafe(req.Realm))
 
 	if s.Cache != nil && s.Cache.Lookup(req) {
 		s.Logger.Debug("auth success (cached): " + who)
@@ -325,7 +325,7 @@ func (s *Server) authenticate(preq protocol.Request) string {
 		}
 		line := "auth failure: " + who + " [mech=" + mech + "] [reason=" + reason + "]"
 		if preq.HasClientAddr && preq.ClientAddr != "" {
-			line += " [remote=" + preq.ClientAddr + "]"
+			line += " [remote=" + logSafe(preq.ClientAddr) + "]"
 		}
 		s.Logger.Info(line)
 		if res.Verdict == mechs.TempFail || res.Reason != "" {
@@ -342,3 +342,19 @@ func (s *Server) authenticate(preq protocol.Request) string {
 		return mechs.ReplyInternal
 	}
 }
+
+// logSafe shows control characters as '?' so that a user name cannot start
+// a forged log line.
+func logSafe(s string) string {
+	if !strings.ContainsFunc(s, isControl) {
+		return s
+	}
+	return strings.Map(func(r rune) rune {
+		if isControl(r) {
+			return '?'
+		}
+		return r
+	}, s)
+}
+
+func isControl(r rune) bool { return r < 0x20 || r == 0x7f }

@@ -441,3 +441,12 @@ func TestServer_NoPasswordInLogs(t *testing.T) {
 		}
 	}
 }
+
+func TestServer_LogInjection(t *testing.T) {
+	sock, lb := startServer(t, &Server{}, users)
+	ask(t, sock, protocol.Request{Login: "eve\nsaslauthd[1]: auth success", Password: "x", Service: "smtp\r"})
+	out := lb.String()
+	if !strings.Contains(out, "[user=eve?saslauthd[1]: auth success] [service=smtp?]") {
+		t.Fatalf("control characters not neutralised:\n%s", out)
+	}
+}

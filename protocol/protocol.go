@@ -19,6 +19,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"syscall"
 )
 
@@ -70,20 +71,37 @@ var (
 // only raw clients see the difference; matching saslauthd keeps answers
 // byte-identical. The cut also means no back end ever receives a NUL.
 type Request struct {
-	Login, Password, Service, Realm string
-	ClientAddr                      string
+	Login    string
+	Password string `json:"-"`
+	Service  string
+	Realm    string
+	// ClientAddr is the fifth field, "ip;port".
+	ClientAddr string
 	// HasClientAddr is true when the client sent the fifth field (possibly
 	// empty).
 	HasClientAddr bool
 }
 
-// GoString and Format keep the password out of any %v/%#v of a Request.
+// GoString, String, Format and LogValue keep the password out of any
+// printed or logged Request.
 func (r Request) GoString() string {
 	return fmt.Sprintf("protocol.Request{Login:%q, Password:REDACTED, Service:%q, Realm:%q, ClientAddr:%q}",
 		r.Login, r.Service, r.Realm, r.ClientAddr)
 }
 
 func (r Request) String() string { return r.GoString() }
+
+// Format prints the redacted form for every verb.
+func (r Request) Format(f fmt.State, verb rune) {
+	if verb == 'v' && f.Flag('#') {
+		_, _ = io.WriteString(f, r.GoString())
+		return
+	}
+	_, _ = fmt.Fprintf(f, fmt.FormatString(f, verb), r.String())
+}
+
+// LogValue keeps the password out of structured logs.
+func (r Request) LogValue() slog.Value { return slog.StringValue(r.String()) }
 
 // Reader reads requests from one connection. It buffers, so after
 // ReadRequest the connection's remaining bytes (a second request, garbage)
@@ -118,9 +136,7 @@ func (r *Reader) ReadRequest() (Request, error) {
 	}
 	req := Request{Login: f[0], Password: f[1], Service: f[2], Realm: f[3]}
 	if r.queued() {
-		// A fifth field whose header or body then fails to arrive is
-		// ignored: the four fields are a complete 2.1.28 request.
-		if s, err := r.field(4); err == nil {
+		if s, ok := r.fifth(); ok {
 			req.ClientAddr, req.HasClientAddr = s, true
 		}
 	}
@@ -153,6 +169,32 @@ func (r *Reader) field(i int) (string, error) {
 	s := string(b)
 	clear(buf[:n]) // the password field passes through here
 	return s, nil
+}
+
+// fifth parses the client address from bytes that are already queued, and
+// only from those: a fifth field that is incomplete (a stray byte after four
+// fields, a header without its body) is left for Drain, since the four
+// fields are a complete 2.1.28 request and the client is waiting for its
+// reply.
+func (r *Reader) fifth() (string, bool) {
+	if _, err := r.br.Peek(1); err != nil { // queued() saw a byte: no wait
+		return "", false
+	}
+	b, _ := r.br.Peek(r.br.Buffered())
+	if len(b) < 2 {
+		return "", false
+	}
+	n := int(binary.BigEndian.Uint16(b))
+	if n > MaxField || len(b) < 2+n {
+		return "", false
+	}
+	f := b[2 : 2+n]
+	if j := bytes.IndexByte(f, 0); j >= 0 {
+		f = f[:j]
+	}
+	s := string(f)
+	_, _ = r.br.Discard(2 + n)
+	return s, true
 }
 
 func truncated(err error) error {

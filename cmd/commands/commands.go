@@ -66,7 +66,7 @@ func newRootCmd(stdout, stderr io.Writer) *cobra.Command {
 	}
 	root.CompletionOptions.DisableDefaultCmd = true
 	root.AddCommand(newServeCmd("serve", stderr), newTestCmd("test", stdout, stderr),
-		newBenchCmd(stdout, stderr), newVersionCmd(stdout))
+		newBenchCmd(stdout, stderr), newVersionCmd(stdout), newDemoCmd(stdout, stderr))
 	return root
 }
 

@@ -1,0 +1,61 @@
+# saslgate: make run | make test | make lint | make fuzz | make bench
+SHELL      := /bin/bash
+GO         ?= go
+BIN        := bin/saslgate
+VERSION    ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+LDFLAGS    := -X github.com/saslgate/saslgate/cmd/commands.Version=$(VERSION)
+DEB_PKGS   := libpam0g-dev libpam-wrapper sasl2-bin dovecot-imapd postfix swaks libsasl2-modules db5.3-util
+FUZZTIME   ?= 30s
+BENCHTIME  ?= 5s
+
+.PHONY: all build run test unit e2e lint fuzz bench deps clean
+
+all: build
+
+# deps installs the Debian packages the build and the tests use, when missing.
+deps:
+	@missing=""; for p in $(DEB_PKGS); do \
+	  dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q "install ok installed" || missing="$$missing $$p"; \
+	done; \
+	if [ -n "$$missing" ]; then \
+	  if [ "$$(id -u)" != 0 ]; then echo "missing Debian packages:$$missing (run as root to install)"; exit 1; fi; \
+	  echo "installing:$$missing"; \
+	  export DEBIAN_FRONTEND=noninteractive; \
+	  echo "postfix postfix/main_mailer_type select No configuration" | debconf-set-selections; \
+	  apt-get update -qq && apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
+	fi
+
+build:
+	$(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN) ./cmd/saslgate
+
+# run starts the daemon in the foreground on a bundled demo sasldb, on a
+# socket in a temporary directory, and prints the command to query it.
+run: build
+	./$(BIN) demo
+
+test: deps lint unit e2e
+
+unit:
+	$(GO) test -race -count=1 ./protocol/... ./mechs/... ./daemon/... ./cmd/...
+	$(GO) test -count=1 -run='^$$' -fuzz=FuzzReadRequest -fuzztime=10s ./protocol/
+
+e2e: build
+	$(GO) test -count=1 -timeout 20m ./test/...
+
+lint:
+	@out=$$(gofmt -l .); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
+	$(GO) vet ./...
+
+fuzz:
+	$(GO) test -run='^$$' -fuzz=FuzzReadRequest -fuzztime=$(FUZZTIME) ./protocol/
+	$(GO) test -run='^$$' -fuzz=FuzzReadReply -fuzztime=$(FUZZTIME) ./protocol/
+	$(GO) test -run='^$$' -fuzz=FuzzParse -fuzztime=$(FUZZTIME) ./mechs/sasldb/
+
+# bench runs the Go benchmarks, then saslgate and the real Cyrus saslauthd
+# side by side under the same load, and rewrites BENCHMARKS.md.
+bench: deps build
+	$(GO) test -run='^$$' -bench=. -benchtime=$(BENCHTIME) ./protocol/ ./mechs/... ./daemon/
+	$(GO) run ./test/benchcmp -bin $(BIN) -out BENCHMARKS.md
+
+clean:
+	rm -rf bin dist
