@@ -56,8 +56,7 @@ func (c *Client) Do(ctx context.Context, req Request) (string, error) {
 		ctx, cancel = context.WithTimeout(ctx, c.Timeout)
 		defer cancel()
 	}
-	var d net.Dialer
-	conn, err := d.DialContext(ctx, "unix", c.Path)
+	conn, err := dial(ctx, c.Path)
 	if err != nil {
 		return "", &ConnectError{Err: err}
 	}
@@ -68,6 +67,28 @@ func (c *Client) Do(ctx context.Context, req Request) (string, error) {
 	stop := context.AfterFunc(ctx, func() { _ = conn.SetDeadline(time.Unix(1, 0)) })
 	defer stop()
 	return Exchange(conn, req)
+}
+
+// dial connects like libsasl's blocking connect(2): when the listen backlog
+// is full Linux answers a non-blocking unix connect with EAGAIN, where a
+// blocking one waits, so wait and retry until ctx ends.
+func dial(ctx context.Context, path string) (net.Conn, error) {
+	var d net.Dialer
+	wait := 100 * time.Microsecond
+	for {
+		conn, err := d.DialContext(ctx, "unix", path)
+		if err == nil || !errors.Is(err, syscall.EAGAIN) {
+			return conn, err
+		}
+		t := time.NewTimer(wait)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return nil, err
+		case <-t.C:
+		}
+		wait = min(2*wait, 20*time.Millisecond)
+	}
 }
 
 // Exchange sends req on an open connection and reads the reply.

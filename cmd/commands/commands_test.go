@@ -5,6 +5,8 @@ import (
 	"errors"
 	"strings"
 	"testing"
+
+	_ "github.com/saslgate/saslgate/mechs/all"
 )
 
 func TestAtoi(t *testing.T) {
