@@ -173,9 +173,9 @@ func (r *Reader) field(i int) (string, error) {
 
 // fifth parses the client address from bytes that are already queued, and
 // only from those: a fifth field that is incomplete (a stray byte after four
-// fields, a header without its body) is left for Drain, since the four
-// fields are a complete 2.1.28 request and the client is waiting for its
-// reply.
+// fields, a header without its body) or followed by more bytes (a second
+// request) is left for Drain, since the four fields are a complete 2.1.28
+// request and the client is waiting for its reply.
 func (r *Reader) fifth() (string, bool) {
 	if _, err := r.br.Peek(1); err != nil { // queued() saw a byte: no wait
 		return "", false
@@ -185,7 +185,10 @@ func (r *Reader) fifth() (string, bool) {
 		return "", false
 	}
 	n := int(binary.BigEndian.Uint16(b))
-	if n > MaxField || len(b) < 2+n {
+	// A real 5-field client sends exactly five fields and waits. Bytes
+	// beyond them mean this is not a client address but a second request
+	// (or garbage) after a 4-field one: leave it all for Drain.
+	if n > MaxField || len(b) != 2+n {
 		return "", false
 	}
 	f := b[2 : 2+n]
