@@ -328,12 +328,10 @@ func (s *Server) authenticate(preq protocol.Request) string {
 			line += " [remote=" + logSafe(preq.ClientAddr) + "]"
 		}
 		s.Logger.Info(line)
-		if res.Verdict == mechs.TempFail || res.Reason != "" {
-			lvl := slog.LevelDebug
-			if res.Verdict == mechs.TempFail {
-				lvl = slog.LevelWarn
-			}
-			s.Logger.Log(ctx, lvl, mech+": "+res.Verdict.String(), slog.String("detail", res.Reason),
+		if res.Verdict == mechs.TempFail {
+			// the chain traces rejections at debug level; a back end that
+			// could not answer is worth a warning on its own
+			s.Logger.Warn(mech+": TEMPFAIL", slog.String("detail", res.Reason),
 				slog.Duration("duration", time.Since(start)))
 		}
 		return res.Reply
