@@ -3,5 +3,7 @@
 package all
 
 import (
-	_ "github.com/saslgate/saslgate/mechs/sasldb" // sasldb
+	_ "github.com/saslgate/saslgate/mechs/getpwent" // getpwent
+	_ "github.com/saslgate/saslgate/mechs/sasldb"   // sasldb
+	_ "github.com/saslgate/saslgate/mechs/shadow"   // shadow
 )
