@@ -32,9 +32,9 @@ func Main(args []string, stdout, stderr io.Writer) int {
 	var root *cobra.Command
 	switch prog {
 	case "saslauthd":
-		root = newServeCmd("saslauthd", stderr)
+		root = newServeCmd("saslauthd", args[0], stderr)
 	case "testsaslauthd":
-		root = newTestCmd("testsaslauthd", stdout, stderr)
+		root = newTestCmd("testsaslauthd", args[0], stdout, stderr)
 	default:
 		root = newRootCmd(stdout, stderr)
 	}
@@ -65,7 +65,7 @@ func newRootCmd(stdout, stderr io.Writer) *cobra.Command {
 		Args:          cobra.NoArgs,
 	}
 	root.CompletionOptions.DisableDefaultCmd = true
-	root.AddCommand(newServeCmd("serve", stderr), newTestCmd("test", stdout, stderr),
+	root.AddCommand(newServeCmd("serve", "saslgate serve", stderr), newTestCmd("test", "saslgate test", stdout, stderr),
 		newBenchCmd(stdout, stderr), newVersionCmd(stdout), newDemoCmd(stdout, stderr))
 	return root
 }

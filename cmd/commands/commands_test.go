@@ -64,7 +64,7 @@ func TestServe_Validation(t *testing.T) {
 
 func TestTestCmd_Usage(t *testing.T) {
 	var out, errb bytes.Buffer
-	if code := Main([]string{"testsaslauthd"}, &out, &errb); code != 1 || errb.String() != testUsage {
+	if code := Main([]string{"testsaslauthd"}, &out, &errb); code != 1 || errb.String() != testUsage("testsaslauthd") {
 		t.Fatalf("exit %d stderr %q", code, errb.String())
 	}
 	out.Reset()

@@ -43,7 +43,7 @@ In another terminal, try:
   testsaslauthd -f %[2]s/mux -u demo -p demo-password -r saslgate.test  # Cyrus's own client
 Stop with Ctrl-C.
 `, db, run, self)
-			serve := newServeCmd("serve", stderr)
+			serve := newServeCmd("serve", "saslgate serve", stderr)
 			serve.SetArgs([]string{"-d", "-a", "sasldb", "--sasldb-path", db, "-m", run})
 			return serve.Execute()
 		},

@@ -125,14 +125,17 @@ type serveOpts struct {
 	maxConns       int
 }
 
-func newServeCmd(use string, stderr io.Writer) *cobra.Command {
+// newServeCmd is saslauthd's command line. argv0 is the name the program
+// was called by, printed in getopt's messages as saslauthd prints it.
+func newServeCmd(use, argv0 string, stderr io.Writer) *cobra.Command {
 	o := &serveOpts{cacheKiB: 963, cacheTTL: 28800, procs: 5, runDir: DefaultRunDir}
 	o.mech.v = &o.mechName
 	prog := "saslauthd"
 	cmd := &cobra.Command{
-		Use:           use + " [options]",
-		Short:         "run the daemon (saslauthd's command line)",
-		Args:          cobra.NoArgs,
+		Use:   use + " [options]",
+		Short: "run the daemon (saslauthd's command line)",
+		// saslauthd's getopt ignores stray words
+		Args:          cobra.ArbitraryArgs,
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
@@ -144,11 +147,6 @@ func newServeCmd(use string, stderr io.Writer) *cobra.Command {
 		fmt.Fprint(stderr, versionBlock(prog))
 	}
 	cmd.SetHelpFunc(func(*cobra.Command, []string) { usage() })
-	cmd.SetFlagErrorFunc(func(_ *cobra.Command, err error) error {
-		fmt.Fprintln(stderr, getoptError(prog, err))
-		usage()
-		return exit(0) // saslauthd exits 0 on a bad option
-	})
 	f := cmd.Flags()
 	f.SortFlags = false
 	f.VarP(&o.mech, "auth-mech", "a", "authentication mechanism(s), comma-separated")
@@ -179,7 +177,37 @@ func newServeCmd(use string, stderr io.Writer) *cobra.Command {
 		})
 	}
 
-	cmd.RunE = func(*cobra.Command, []string) error {
+	// saslauthd acts on the first -v, -h, second -a or bad option it meets
+	// and looks no further, where pflag would parse everything first: so
+	// cobra leaves the arguments alone, and they are scanned getopt-style
+	// before pflag parses them.
+	cmd.DisableFlagParsing = true
+	cmd.RunE = func(_ *cobra.Command, args []string) error {
+		switch st := getoptScan(args, f); st.kind {
+		case 'v':
+			fmt.Fprint(stderr, versionBlock(prog))
+			return nil
+		case 'h', '2':
+			usage()
+			return nil
+		case '?':
+			if strings.HasPrefix(st.opt, "--") {
+				fmt.Fprintf(stderr, "%s: unrecognized option '%s'\n", argv0, st.opt)
+			} else {
+				fmt.Fprintf(stderr, "%s: invalid option -- '%s'\n", argv0, st.opt)
+			}
+			usage()
+			return nil // saslauthd exits 0 on a bad option
+		case ':':
+			fmt.Fprintf(stderr, "%s: option requires an argument -- '%s'\n", argv0, st.opt)
+			usage()
+			return nil
+		}
+		if err := f.Parse(args); err != nil {
+			fmt.Fprintln(stderr, getoptError(argv0, err))
+			usage()
+			return nil
+		}
 		if o.version {
 			fmt.Fprint(stderr, versionBlock(prog))
 			return nil
