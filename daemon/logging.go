@@ -26,25 +26,44 @@ type LogHandler struct {
 }
 
 type logSink struct {
-	mu     sync.Mutex
-	sys    *syslog.Writer // nil: no syslog
-	stderr io.Writer      // nil: not in the foreground
-	pid    int
+	mu        sync.Mutex
+	sys       *syslog.Writer // nil: no syslog
+	sysErr    error          // why there is no syslog
+	stderr    io.Writer      // nil: not in the foreground
+	stderrMin slog.Level     // lines below it do not go to stderr
+	pid       int
 }
 
 // NewLogHandler returns a handler. ident is the syslog ident ("saslauthd");
 // a syslog that cannot be reached is reported once on stderr and skipped.
 func NewLogHandler(ident string, useSyslog bool, stderr io.Writer, level slog.Leveler) *LogHandler {
-	h := &LogHandler{sink: &logSink{stderr: stderr, pid: os.Getpid()}, level: level}
+	h := &LogHandler{sink: &logSink{stderr: stderr, stderrMin: slog.LevelDebug, pid: os.Getpid()}, level: level}
 	if useSyslog {
 		w, err := syslog.New(syslog.LOG_AUTH|syslog.LOG_INFO, ident)
 		if err == nil {
 			h.sink.sys = w
-		} else if stderr != nil {
-			fmt.Fprintf(stderr, "saslauthd[%d] :syslog unavailable: %v\n", h.sink.pid, err)
+		} else {
+			h.sink.sysErr = err
 		}
 	}
 	return h
+}
+
+// SyslogErr says why syslog could not be reached (nil if it was), for the
+// daemon to log once it knows where its lines go.
+func (h *LogHandler) SyslogErr() error {
+	h.sink.mu.Lock()
+	defer h.sink.mu.Unlock()
+	return h.sink.sysErr
+}
+
+// SetStderrLevel sends only lines at min or above to stderr: a daemon that
+// is about to detach prints its errors on the terminal and nothing else, as
+// saslauthd does.
+func (h *LogHandler) SetStderrLevel(min slog.Level) {
+	h.sink.mu.Lock()
+	h.sink.stderrMin = min
+	h.sink.mu.Unlock()
 }
 
 // SetStderr switches stderr logging on or off (off once the daemon has
@@ -83,7 +102,7 @@ func (h *LogHandler) Handle(_ context.Context, r slog.Record) error {
 			_ = k.sys.Debug(line)
 		}
 	}
-	if k.stderr != nil {
+	if k.stderr != nil && r.Level >= k.stderrMin {
 		fmt.Fprintf(k.stderr, "saslauthd[%d] :%s\n", k.pid, msg)
 	}
 	return nil

@@ -77,6 +77,14 @@ func serve(cfg Config, status func(int)) int {
 		log = slog.New(slog.DiscardHandler)
 		s.Logger = log
 	}
+	if cfg.Log != nil {
+		if !cfg.Foreground {
+			cfg.Log.SetStderrLevel(slog.LevelError) // until detached: errors only
+		}
+		if err := cfg.Log.SyslogErr(); err != nil {
+			log.Warn("syslog unavailable: " + err.Error())
+		}
+	}
 	for _, line := range cfg.Settings {
 		log.Debug(line)
 	}
@@ -150,6 +158,7 @@ func serve(cfg Config, status func(int)) int {
 				log.Info("reloaded: authentication mechanisms " + nm.Name())
 				continue
 			}
+			rd.RemoveSocket() // new clients fail at once; queued ones are served
 			grace := orDefault(cfg.ShutdownGrace, orDefault(s.RequestTimeout, DefaultRequestTimeout))
 			ctx, cancel := context.WithTimeout(context.Background(), grace)
 			err := s.Shutdown(ctx)

@@ -43,12 +43,21 @@ func LockRunDir(dir string) (*RunDir, error) {
 		return nil, fmt.Errorf("daemon: can not mkdir: %s: %w", dir, err)
 	}
 	path := filepath.Join(dir, PidFileName)
-	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE|syscall.O_CLOEXEC, 0o600)
+	// created: a refused start removes the pid file only if it made it
+	created := true
+	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE|os.O_EXCL|syscall.O_CLOEXEC, 0o600)
+	if errors.Is(err, os.ErrExist) {
+		created = false
+		f, err = os.OpenFile(path, os.O_RDWR|syscall.O_CLOEXEC, 0o600)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("daemon: could not open pid file %s: %w", path, err)
 	}
 	lk := syscall.Flock_t{Type: syscall.F_WRLCK, Whence: 0, Start: 0, Len: 0}
 	if err := syscall.FcntlFlock(f.Fd(), syscall.F_SETLK, &lk); err != nil {
+		if created {
+			os.Remove(path)
+		}
 		f.Close()
 		if errors.Is(err, syscall.EAGAIN) || errors.Is(err, syscall.EACCES) {
 			return nil, ErrAnotherInstance
@@ -60,6 +69,9 @@ func LockRunDir(dir string) (*RunDir, error) {
 	// that still answers.
 	if c, err := net.DialTimeout("unix", rd.sock, time.Second); err == nil {
 		c.Close()
+		if created {
+			os.Remove(path)
+		}
 		rd.release()
 		return nil, ErrAnotherInstance
 	}
@@ -113,16 +125,24 @@ func (r *RunDir) Listen() (*net.UnixListener, error) {
 // SocketPath is dir/mux.
 func (r *RunDir) SocketPath() string { return r.sock }
 
+// RemoveSocket removes mux if it is still the socket we bound, so that no
+// new client can connect while the daemon finishes what is queued.
+func (r *RunDir) RemoveSocket() {
+	if r.ino == 0 {
+		return
+	}
+	if fi, err := os.Stat(r.sock); err == nil {
+		if st, ok := fi.Sys().(*syscall.Stat_t); ok && st.Ino == r.ino {
+			os.Remove(r.sock)
+		}
+	}
+	r.ino = 0
+}
+
 // Close removes the socket (if it is still the one we bound) and the pid
 // file, and releases the lock.
 func (r *RunDir) Close() error {
-	if r.ino != 0 {
-		if fi, err := os.Stat(r.sock); err == nil {
-			if st, ok := fi.Sys().(*syscall.Stat_t); ok && st.Ino == r.ino {
-				os.Remove(r.sock)
-			}
-		}
-	}
+	r.RemoveSocket()
 	os.Remove(r.pid.Name())
 	return r.release()
 }

@@ -10,12 +10,9 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
-	"os"
-	"runtime/debug"
 	"strings"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"time"
 
 	"github.com/saslgate/saslgate/mechs"
@@ -63,9 +60,10 @@ type Server struct {
 
 	mu        sync.Mutex
 	listeners map[net.Listener]struct{}
-	active    map[net.Conn]struct{}
+	active    map[net.Conn]*connState
 	closed    bool
-	wg        sync.WaitGroup
+	wg        sync.WaitGroup // connections
+	serving   sync.WaitGroup // Serve loops
 }
 
 type authState struct {
@@ -101,7 +99,7 @@ func (s *Server) init() {
 		}
 		s.conns = make(chan struct{}, mc)
 		s.listeners = map[net.Listener]struct{}{}
-		s.active = map[net.Conn]struct{}{}
+		s.active = map[net.Conn]*connState{}
 	})
 }
 
@@ -110,160 +108,6 @@ func orDefault(d, def time.Duration) time.Duration {
 		return def
 	}
 	return d
-}
-
-// Serve accepts connections on ln until Shutdown. It returns ErrServerClosed
-// after Shutdown, or the listener's permanent error.
-func (s *Server) Serve(ln net.Listener) error {
-	s.init()
-	s.mu.Lock()
-	if s.closed {
-		s.mu.Unlock()
-		return ErrServerClosed
-	}
-	s.listeners[ln] = struct{}{}
-	s.mu.Unlock()
-	defer func() {
-		s.mu.Lock()
-		delete(s.listeners, ln)
-		s.mu.Unlock()
-	}()
-
-	var backoff time.Duration
-	for {
-		// Take a connection slot before accepting: past MaxConns clients
-		// wait in the kernel's backlog instead of being refused.
-		s.conns <- struct{}{}
-		conn, err := ln.Accept()
-		if err != nil {
-			<-s.conns
-			if s.isClosed() {
-				return ErrServerClosed
-			}
-			if isTemporary(err) {
-				backoff = min(max(2*backoff, 5*time.Millisecond), time.Second)
-				s.Logger.Error("accept: "+err.Error(), slog.Duration("retry_in", backoff))
-				time.Sleep(backoff)
-				continue
-			}
-			return fmt.Errorf("daemon: accept: %w", err)
-		}
-		backoff = 0
-		if !s.track(conn, true) {
-			conn.Close()
-			<-s.conns
-			return ErrServerClosed
-		}
-		go func() {
-			defer func() { <-s.conns }()
-			defer s.track(conn, false)
-			s.serveConn(conn)
-		}()
-	}
-}
-
-func isTemporary(err error) bool {
-	return errors.Is(err, syscall.EMFILE) || errors.Is(err, syscall.ENFILE) ||
-		errors.Is(err, syscall.ENOBUFS) || errors.Is(err, syscall.ENOMEM) ||
-		errors.Is(err, syscall.ECONNABORTED) || errors.Is(err, syscall.EINTR)
-}
-
-func (s *Server) isClosed() bool {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.closed
-}
-
-func (s *Server) track(c net.Conn, add bool) bool {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if add {
-		if s.closed {
-			return false
-		}
-		s.active[c] = struct{}{}
-		s.wg.Add(1)
-	} else {
-		delete(s.active, c)
-		s.wg.Done()
-	}
-	return true
-}
-
-// Shutdown stops accepting, lets the requests in flight finish and get their
-// replies, and returns when every connection is closed or ctx ends (then the
-// remaining connections are closed).
-func (s *Server) Shutdown(ctx context.Context) error {
-	s.init()
-	s.mu.Lock()
-	s.closed = true
-	for ln := range s.listeners {
-		ln.Close()
-	}
-	s.mu.Unlock()
-	done := make(chan struct{})
-	go func() { s.wg.Wait(); close(done) }()
-	select {
-	case <-done:
-		return nil
-	case <-ctx.Done():
-		s.mu.Lock()
-		for c := range s.active {
-			c.Close()
-		}
-		s.mu.Unlock()
-		<-done
-		return ctx.Err()
-	}
-}
-
-// serveConn handles one connection: read one request, answer, half-close,
-// drain, close (saslauthd's ipc_unix.c order).
-func (s *Server) serveConn(conn net.Conn) {
-	defer conn.Close()
-	defer func() {
-		if p := recover(); p != nil {
-			s.Logger.Error(fmt.Sprintf("panic serving a connection: %v", p), slog.String("stack", string(debug.Stack())))
-		}
-	}()
-	_ = conn.SetReadDeadline(time.Now().Add(orDefault(s.ReadTimeout, DefaultReadTimeout)))
-	rd := protocol.NewReader(conn)
-	req, err := rd.ReadRequest()
-	var reply string
-	var tooLong *protocol.FieldTooLongError
-	switch {
-	case err == nil:
-		reply = s.authenticate(req)
-	case errors.As(err, &tooLong):
-		s.Logger.Error(fmt.Sprintf("%s exceeded MAX_REQ_LEN: %d", tooLong.Field, protocol.MaxField))
-		reply = protocol.ReplyTooLong
-	case errors.Is(err, protocol.ErrNullLogin):
-		s.Logger.Error("NULL login received")
-		reply = protocol.ReplyNullLogin
-	case errors.Is(err, protocol.ErrNullPassword):
-		s.Logger.Error("NULL password received")
-		reply = protocol.ReplyNullPasswd
-	case errors.Is(err, protocol.ErrTruncated):
-		return // saslauthd: no reply, nothing logged
-	case errors.Is(err, os.ErrDeadlineExceeded):
-		s.Logger.Error("read: timed out waiting for the request; closing",
-			slog.Duration("read_timeout", orDefault(s.ReadTimeout, DefaultReadTimeout)))
-		return
-	default:
-		s.Logger.Error("read: " + err.Error())
-		return
-	}
-	_ = conn.SetWriteDeadline(time.Now().Add(orDefault(s.WriteTimeout, DefaultWriteTimeout)))
-	if err := protocol.WriteReply(conn, reply); err != nil {
-		s.Logger.Error("write: " + err.Error())
-		return
-	}
-	s.Logger.Debug("response: " + reply)
-	if cw, ok := conn.(interface{ CloseWrite() error }); ok {
-		_ = cw.CloseWrite()
-	}
-	_ = conn.SetReadDeadline(time.Now().Add(orDefault(s.DrainTimeout, DefaultDrainTimeout)))
-	_, _ = rd.Drain(drainLimit)
 }
 
 // authenticate runs saslauthd's do_auth for a well-formed request and

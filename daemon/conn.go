@@ -1,0 +1,248 @@
+package daemon
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"runtime/debug"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"github.com/saslgate/saslgate/protocol"
+)
+
+// connState is where a connection is, so that Shutdown can tell a request
+// being answered (wait for it) from a client that already has its reply or
+// stalls (close it).
+type connState struct{ phase atomic.Int32 }
+
+const (
+	phaseReading int32 = iota
+	phaseAnswering
+	phaseDraining
+)
+
+// shutdownReadGrace is how long, once shutdown has begun, a connection may
+// take to deliver a request: real clients send the whole request in one
+// write, so anything slower is a stalled client.
+const shutdownReadGrace = time.Second
+
+// Serve accepts connections on ln until Shutdown. It returns ErrServerClosed
+// after Shutdown, or the listener's permanent error.
+func (s *Server) Serve(ln net.Listener) error {
+	s.init()
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		return ErrServerClosed
+	}
+	s.listeners[ln] = struct{}{}
+	s.serving.Add(1)
+	s.mu.Unlock()
+	defer s.serving.Done()
+	defer func() {
+		s.mu.Lock()
+		delete(s.listeners, ln)
+		s.mu.Unlock()
+		ln.Close()
+	}()
+
+	var backoff time.Duration
+	for {
+		// Take a connection slot before accepting: past MaxConns clients
+		// wait in the kernel's backlog instead of being refused.
+		s.conns <- struct{}{}
+		conn, err := ln.Accept()
+		if err != nil {
+			<-s.conns
+			if s.isClosed() {
+				s.acceptBacklog(ln)
+				return ErrServerClosed
+			}
+			if isTemporary(err) {
+				backoff = min(max(2*backoff, 5*time.Millisecond), time.Second)
+				s.Logger.Error("accept: "+err.Error(), slog.Duration("retry_in", backoff))
+				time.Sleep(backoff)
+				continue
+			}
+			return fmt.Errorf("daemon: accept: %w", err)
+		}
+		backoff = 0
+		s.start(conn)
+	}
+}
+
+// acceptBacklog serves the clients that connected before shutdown began and
+// still wait in the listen backlog: they have sent their requests and would
+// otherwise be reset. Run removes mux before Shutdown, so no new client
+// arrives and the backlog only shrinks.
+func (s *Server) acceptBacklog(ln net.Listener) {
+	dl, ok := ln.(interface{ SetDeadline(time.Time) error })
+	if !ok {
+		return
+	}
+	for {
+		s.conns <- struct{}{}
+		_ = dl.SetDeadline(time.Now().Add(10 * time.Millisecond))
+		conn, err := ln.Accept()
+		if err != nil {
+			<-s.conns
+			return
+		}
+		s.start(conn)
+	}
+}
+
+func isTemporary(err error) bool {
+	return errors.Is(err, syscall.EMFILE) || errors.Is(err, syscall.ENFILE) ||
+		errors.Is(err, syscall.ENOBUFS) || errors.Is(err, syscall.ENOMEM) ||
+		errors.Is(err, syscall.ECONNABORTED) || errors.Is(err, syscall.EINTR)
+}
+
+func (s *Server) isClosed() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.closed
+}
+
+// start serves conn in its own goroutine; the caller holds a connection slot
+// that the goroutine gives back.
+func (s *Server) start(conn net.Conn) {
+	st := &connState{}
+	s.mu.Lock()
+	s.active[conn] = st
+	s.wg.Add(1)
+	closing := s.closed
+	s.mu.Unlock()
+	go func() {
+		defer func() { <-s.conns }()
+		defer func() {
+			s.mu.Lock()
+			delete(s.active, conn)
+			s.mu.Unlock()
+			s.wg.Done()
+		}()
+		s.serveConn(conn, st, closing)
+	}()
+}
+
+// Shutdown stops accepting, serves the clients already waiting in the
+// backlog, lets the requests in flight finish and get their replies, closes
+// the connections that only drain or stall, and returns when every
+// connection is closed or ctx ends (then the rest are closed).
+func (s *Server) Shutdown(ctx context.Context) error {
+	s.init()
+	s.mu.Lock()
+	s.closed = true
+	for ln := range s.listeners {
+		// Wake the Accept: with a deadline it returns and the Serve loop
+		// takes what is left in the backlog; otherwise close it.
+		if dl, ok := ln.(interface{ SetDeadline(time.Time) error }); ok {
+			_ = dl.SetDeadline(time.Now())
+		} else {
+			ln.Close()
+		}
+	}
+	s.mu.Unlock()
+	s.serving.Wait()
+
+	s.mu.Lock()
+	for c, st := range s.active {
+		switch st.phase.Load() {
+		case phaseDraining:
+			_ = c.SetReadDeadline(time.Now())
+		case phaseReading:
+			_ = c.SetReadDeadline(time.Now().Add(shutdownReadGrace))
+		}
+	}
+	s.mu.Unlock()
+
+	done := make(chan struct{})
+	go func() { s.wg.Wait(); close(done) }()
+	select {
+	case <-done:
+		return nil
+	case <-ctx.Done():
+		s.mu.Lock()
+		for c := range s.active {
+			c.Close()
+		}
+		s.mu.Unlock()
+		<-done
+		return ctx.Err()
+	}
+}
+
+// serveConn handles one connection: read one request, answer, half-close,
+// drain, close (saslauthd's ipc_unix.c order). closing is set for the
+// connections taken from the backlog after Shutdown began.
+func (s *Server) serveConn(conn net.Conn, st *connState, closing bool) {
+	defer conn.Close()
+	defer func() {
+		if p := recover(); p != nil {
+			s.Logger.Error(fmt.Sprintf("panic serving a connection: %v", p), slog.String("stack", string(debug.Stack())))
+		}
+	}()
+	// under the lock: a Shutdown scanning connections either sees this
+	// deadline or is seen by it
+	readTimeout := orDefault(s.ReadTimeout, DefaultReadTimeout)
+	s.mu.Lock()
+	if closing || s.closed {
+		readTimeout = min(readTimeout, shutdownReadGrace)
+	}
+	_ = conn.SetReadDeadline(time.Now().Add(readTimeout))
+	s.mu.Unlock()
+	rd := protocol.NewReader(conn)
+	req, err := rd.ReadRequest()
+	st.phase.Store(phaseAnswering)
+	var reply string
+	var tooLong *protocol.FieldTooLongError
+	switch {
+	case err == nil:
+		reply = s.authenticate(req)
+	case errors.As(err, &tooLong):
+		s.Logger.Error(fmt.Sprintf("%s exceeded MAX_REQ_LEN: %d", tooLong.Field, protocol.MaxField))
+		reply = protocol.ReplyTooLong
+	case errors.Is(err, protocol.ErrNullLogin):
+		s.Logger.Error("NULL login received")
+		reply = protocol.ReplyNullLogin
+	case errors.Is(err, protocol.ErrNullPassword):
+		s.Logger.Error("NULL password received")
+		reply = protocol.ReplyNullPasswd
+	case errors.Is(err, protocol.ErrTruncated):
+		return // saslauthd: no reply, nothing logged
+	case errors.Is(err, os.ErrDeadlineExceeded):
+		s.Logger.Error("read: timed out waiting for the request; closing",
+			slog.Duration("read_timeout", readTimeout))
+		return
+	default:
+		s.Logger.Error("read: " + err.Error())
+		return
+	}
+	_ = conn.SetWriteDeadline(time.Now().Add(orDefault(s.WriteTimeout, DefaultWriteTimeout)))
+	if err := protocol.WriteReply(conn, reply); err != nil {
+		s.Logger.Error("write: " + err.Error())
+		return
+	}
+	s.Logger.Debug("response: " + reply)
+	if cw, ok := conn.(interface{ CloseWrite() error }); ok {
+		_ = cw.CloseWrite()
+	}
+	// The client has its reply. Drain as saslauthd does, so that it sees
+	// EOF rather than a reset, but not past shutdown: Shutdown cuts a drain
+	// short by moving its deadline, and a drain that starts after it does
+	// not happen.
+	s.mu.Lock()
+	st.phase.Store(phaseDraining)
+	closing = s.closed
+	s.mu.Unlock()
+	if closing {
+		return
+	}
+	_ = conn.SetReadDeadline(time.Now().Add(orDefault(s.DrainTimeout, DefaultDrainTimeout)))
+	_, _ = rd.Drain(drainLimit)
+}
