@@ -105,3 +105,28 @@ func Error(name string, err error) error {
 
 // ErrUnknown is returned by New for a name nothing registered.
 var ErrUnknown = errors.New("mechs: unknown authentication mechanism")
+
+// Accepted, Rejected and TempFailed build results; reason is for the log.
+func Accepted(reply string) Result { return Result{Verdict: Accept, Reply: reply} }
+
+// Rejected: this back end says no; a chain tries the next one.
+func Rejected(reply, reason string) Result {
+	return Result{Verdict: Reject, Reply: reply, Reason: reason}
+}
+
+// TempFailed: the back end cannot answer now; a chain stops.
+func TempFailed(reply, reason string) Result {
+	return Result{Verdict: TempFail, Reply: reply, Reason: reason}
+}
+
+// Cancelled is the result for a request whose ctx ended before the back end
+// answered: saslauthd has no such case, so it gets the generic failure
+// reply.
+func Cancelled(name string, err error) Result {
+	return TempFailed(ReplyInternal, "mechs/"+name+": "+err.Error())
+}
+
+// IsContextErr reports whether err is the end of a context.
+func IsContextErr(err error) bool {
+	return errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded)
+}

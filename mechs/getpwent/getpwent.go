@@ -22,8 +22,6 @@ import (
 	"context"
 	"errors"
 	"log/slog"
-	"strings"
-	"syscall"
 
 	"github.com/saslgate/saslgate/mechs"
 	"github.com/saslgate/saslgate/mechs/internal/unixpw"
@@ -107,71 +105,35 @@ func (d *DB) Name() string { return name }
 // unknown user from a wrong password.
 func (d *DB) Authenticate(ctx context.Context, req mechs.Request) (mechs.Result, error) {
 	if err := ctx.Err(); err != nil {
-		return cancelled(err), nil
+		return mechs.Cancelled(name, err), nil
 	}
 	password := req.Password.Reveal()
 	pw, err := d.sys.user(ctx, req.Login)
 	switch {
-	case isCtxErr(err):
-		return cancelled(err), nil
+	case mechs.IsContextErr(err):
+		return mechs.Cancelled(name, err), nil
 	case err != nil:
 		d.sys.dummy(password)
-		return tempFail(replyUserLookup+strerror(err), "mechs/getpwent: user lookup failed: "+err.Error()), nil
+		return mechs.TempFailed(replyUserLookup+unixpw.ErrnoText(err), "mechs/getpwent: user lookup failed: "+err.Error()), nil
 	case pw == nil:
 		d.sys.dummy(password)
-		return reject(replyNoUser, "no such user (getpwnam)"), nil
+		return mechs.Rejected(replyNoUser, "no such user (getpwnam)"), nil
 	}
 	if err := ctx.Err(); err != nil {
-		return cancelled(err), nil
+		return mechs.Cancelled(name, err), nil
 	}
 	if !d.sys.verify(password, pw.Passwd) {
-		return reject(replyBadPassword, mismatch(pw.Passwd)), nil
+		return mechs.Rejected(replyBadPassword, mismatch(pw.Passwd)), nil
 	}
-	return mechs.Result{Verdict: mechs.Accept, Reply: replyOK}, nil
+	return mechs.Accepted(replyOK), nil
 }
 
 // mismatch says, for the log, why the password field did not match.
 func mismatch(hash string) string {
-	switch {
-	case hash == shadowed:
+	if hash == shadowed {
 		return "password mismatch: the passwd entry holds no hash ('x': it is in the shadow file)"
-	case hash == "":
-		return "password mismatch: the password field is empty"
-	case strings.HasPrefix(hash, "!"):
-		return "password mismatch: the account is locked (password field starts with '!')"
-	case strings.HasPrefix(hash, "*"):
-		return "password mismatch: the account has no password (password field starts with '*')"
 	}
-	return "password mismatch"
-}
-
-// strerror is the errno text saslauthd puts in a lookup failure reply. An
-// error without an errno (none is expected) does not put its own text on
-// the wire: the reason in the log has it.
-func strerror(err error) string {
-	var errno syscall.Errno
-	if errors.As(err, &errno) {
-		return unixpw.Strerror(errno)
-	}
-	return "Unknown error"
-}
-
-func reject(reply, reason string) mechs.Result {
-	return mechs.Result{Verdict: mechs.Reject, Reply: reply, Reason: reason}
-}
-
-func tempFail(reply, reason string) mechs.Result {
-	return mechs.Result{Verdict: mechs.TempFail, Reply: reply, Reason: reason}
-}
-
-// cancelled is the answer when the request's ctx ended: saslauthd has no
-// such case, so it gets the generic failure reply.
-func cancelled(err error) mechs.Result {
-	return tempFail(mechs.ReplyInternal, "mechs/getpwent: "+err.Error())
-}
-
-func isCtxErr(err error) bool {
-	return errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded)
+	return unixpw.MismatchReason("password field", hash)
 }
 
 // Interface guards

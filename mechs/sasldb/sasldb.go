@@ -141,12 +141,12 @@ func (d *DB) Name() string { return name }
 // or "NO", as saslauthd's.
 func (d *DB) Authenticate(ctx context.Context, req mechs.Request) (mechs.Result, error) {
 	if err := ctx.Err(); err != nil {
-		return tempFail(err.Error()), nil
+		return mechs.TempFailed("NO", err.Error()), nil
 	}
 	realm := req.Realm
 	if realm == "" {
 		if d.hostErr != nil {
-			return tempFail(d.hostErr.Error()), nil
+			return mechs.TempFailed("NO", d.hostErr.Error()), nil
 		}
 		realm = d.hostname
 	}
@@ -155,14 +155,14 @@ func (d *DB) Authenticate(ctx context.Context, req mechs.Request) (mechs.Result,
 	case stateOK:
 	case stateMissing:
 		// as saslauthd: no database, no users
-		return reject(s.err.Error()), nil
+		return mechs.Rejected("NO", s.err.Error()), nil
 	default:
-		return tempFail(s.err.Error()), nil
+		return mechs.TempFailed("NO", s.err.Error()), nil
 	}
 
 	stored, found := s.file.get(req.Login, realm, PasswordProperty)
 	if len(stored) > maxValue {
-		return reject("stored password is longer than saslauthd accepts"), nil
+		return mechs.Rejected("NO", "stored password is longer than saslauthd accepts"), nil
 	}
 	// strcmp stops at the first NUL; the client's password cannot hold one
 	// (the protocol cuts it there), but a stored value could.
@@ -173,19 +173,11 @@ func (d *DB) Authenticate(ctx context.Context, req mechs.Request) (mechs.Result,
 	ok := equal(stored, req.Password.Reveal()) && found
 	switch {
 	case ok:
-		return mechs.Result{Verdict: mechs.Accept, Reply: "OK"}, nil
+		return mechs.Accepted("OK"), nil
 	case !found:
-		return reject(fmt.Sprintf("user not found in realm %q", realm)), nil
+		return mechs.Rejected("NO", fmt.Sprintf("user not found in realm %q", realm)), nil
 	}
-	return reject("password mismatch"), nil
-}
-
-func reject(reason string) mechs.Result {
-	return mechs.Result{Verdict: mechs.Reject, Reply: "NO", Reason: reason}
-}
-
-func tempFail(reason string) mechs.Result {
-	return mechs.Result{Verdict: mechs.TempFail, Reply: "NO", Reason: reason}
+	return mechs.Rejected("NO", "password mismatch"), nil
 }
 
 // equal compares in time that depends only on the longer length: both

@@ -34,8 +34,6 @@ import (
 	"log/slog"
 	"math"
 	"os"
-	"strings"
-	"syscall"
 	"time"
 
 	"github.com/saslgate/saslgate/mechs"
@@ -136,7 +134,7 @@ func (d *DB) Name() string { return name }
 // from a wrong password.
 func (d *DB) Authenticate(ctx context.Context, req mechs.Request) (mechs.Result, error) {
 	if err := ctx.Err(); err != nil {
-		return cancelled(err), nil
+		return mechs.Cancelled(name, err), nil
 	}
 	login, password := req.Login, req.Password.Reveal()
 
@@ -147,63 +145,49 @@ func (d *DB) Authenticate(ctx context.Context, req mechs.Request) (mechs.Result,
 	// cannot happen here: a bug not worth keeping.
 	pw, err := d.sys.user(ctx, login)
 	switch {
-	case isCtxErr(err):
-		return cancelled(err), nil
+	case mechs.IsContextErr(err):
+		return mechs.Cancelled(name, err), nil
 	case err != nil:
 		d.sys.dummy(password)
-		return tempFail(replyUserLookup+strerror(err), "mechs/shadow: user lookup failed: "+err.Error()), nil
+		return mechs.TempFailed(replyUserLookup+unixpw.ErrnoText(err), "mechs/shadow: user lookup failed: "+err.Error()), nil
 	case pw == nil:
 		d.sys.dummy(password)
-		return reject(replyNoUser, "no such user (getpwnam)"), nil
+		return mechs.Rejected(replyNoUser, "no such user (getpwnam)"), nil
 	}
 
 	sp, err := d.sys.shadow(ctx, login)
 	switch {
-	case isCtxErr(err):
-		return cancelled(err), nil
+	case mechs.IsContextErr(err):
+		return mechs.Cancelled(name, err), nil
 	case err != nil:
 		d.sys.dummy(password)
-		return tempFail(replyShadowLookup+strerror(err), "mechs/shadow: shadow lookup failed: "+err.Error()), nil
+		return mechs.TempFailed(replyShadowLookup+unixpw.ErrnoText(err), "mechs/shadow: shadow lookup failed: "+err.Error()), nil
 	case sp == nil:
 		d.sys.dummy(password)
-		return reject(replyNoShadow, "user has no shadow entry (getspnam); unprivileged processes get this too"), nil
+		return mechs.Rejected(replyNoShadow, "user has no shadow entry (getspnam); unprivileged processes get this too"), nil
 	case sp.Password == nisNoPermission:
 		d.sys.dummy(password)
-		return reject(replyNIS, "shadow hash is *NP*: no permission to read it from NIS"), nil
+		return mechs.Rejected(replyNIS, "shadow hash is *NP*: no permission to read it from NIS"), nil
 	}
 
 	if err := ctx.Err(); err != nil {
-		return cancelled(err), nil
+		return mechs.Cancelled(name, err), nil
 	}
 	if !d.sys.verify(password, sp.Password) {
-		return reject(replyBadPassword, mismatch(sp.Password)), nil
+		return mechs.Rejected(replyBadPassword, unixpw.MismatchReason("shadow hash", sp.Password)), nil
 	}
 
 	today := d.now().Unix() / secondsPerDay
 	if sp.Expire != -1 && today > sp.Expire {
-		return reject(replyAccountExpired,
+		return mechs.Rejected(replyAccountExpired,
 			fmt.Sprintf("password right, but the account expired on day %d (today is day %d)", sp.Expire, today)), nil
 	}
 	if sp.LastChange != -1 && sp.Max != -1 && sumLess(sp.LastChange, sp.Max, today) {
-		return reject(replyPasswordExpired,
+		return mechs.Rejected(replyPasswordExpired,
 			fmt.Sprintf("password right, but it is too old: changed on day %d, valid for %d days (today is day %d)",
 				sp.LastChange, sp.Max, today)), nil
 	}
-	return mechs.Result{Verdict: mechs.Accept, Reply: replyOK}, nil
-}
-
-// mismatch says, for the log, why a hash did not match: a locked account
-// and a wrong password get the same reply, but not the same fix.
-func mismatch(hash string) string {
-	switch {
-	case hash == "":
-		return "password mismatch: the shadow hash is empty"
-	case strings.HasPrefix(hash, "!"):
-		return "password mismatch: the account is locked (hash starts with '!')"
-	case strings.HasPrefix(hash, "*"):
-		return "password mismatch: the account has no password (hash starts with '*')"
-	}
-	return "password mismatch"
+	return mechs.Accepted(replyOK), nil
 }
 
 // sumLess reports a+b < c without overflowing: saslauthd computes
@@ -217,35 +201,6 @@ func sumLess(a, b, c int64) bool {
 		return true // a+b is below every int64
 	}
 	return a+b < c
-}
-
-// strerror is the errno text saslauthd puts in a lookup failure reply. An
-// error without an errno (none is expected) does not put its own text on
-// the wire: the reason in the log has it.
-func strerror(err error) string {
-	var errno syscall.Errno
-	if errors.As(err, &errno) {
-		return unixpw.Strerror(errno)
-	}
-	return "Unknown error"
-}
-
-func reject(reply, reason string) mechs.Result {
-	return mechs.Result{Verdict: mechs.Reject, Reply: reply, Reason: reason}
-}
-
-func tempFail(reply, reason string) mechs.Result {
-	return mechs.Result{Verdict: mechs.TempFail, Reply: reply, Reason: reason}
-}
-
-// cancelled is the answer when the request's ctx ended: saslauthd has no
-// such case, so it gets the generic failure reply.
-func cancelled(err error) mechs.Result {
-	return tempFail(mechs.ReplyInternal, "mechs/shadow: "+err.Error())
-}
-
-func isCtxErr(err error) bool {
-	return errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded)
 }
 
 // Interface guards

@@ -20,7 +20,9 @@
 package unixpw
 
 import (
+	"errors"
 	"fmt"
+	"strings"
 	"syscall"
 )
 
@@ -64,3 +66,29 @@ func (e *LookupError) Error() string {
 
 // Unwrap returns the errno, so that errors.Is(err, syscall.EACCES) works.
 func (e *LookupError) Unwrap() error { return e.Errno }
+
+// ErrnoText is the errno text saslauthd puts in a lookup-failure reply. An
+// error without an errno (none is expected) does not put its own text on
+// the wire: the reason in the log has it.
+func ErrnoText(err error) string {
+	var errno syscall.Errno
+	if errors.As(err, &errno) {
+		return Strerror(errno)
+	}
+	return "Unknown error"
+}
+
+// MismatchReason says, for the log, why a password field did not match: a
+// locked account and a wrong password get the same reply, but not the same
+// fix. what names the field ("shadow hash", "password field").
+func MismatchReason(what, hash string) string {
+	switch {
+	case hash == "":
+		return "password mismatch: the " + what + " is empty"
+	case strings.HasPrefix(hash, "!"):
+		return "password mismatch: the account is locked (" + what + " starts with '!')"
+	case strings.HasPrefix(hash, "*"):
+		return "password mismatch: the account has no password (" + what + " starts with '*')"
+	}
+	return "password mismatch"
+}
