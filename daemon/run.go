@@ -56,6 +56,8 @@ func Run(cfg Config) int {
 	if fdStr := os.Getenv(envDetached); fdStr != "" {
 		os.Unsetenv(envDetached)
 		fd, _ := strconv.Atoi(fdStr)
+		// not inherited by what the daemon starts (PAM workers)
+		syscall.CloseOnExec(fd)
 		pipe := os.NewFile(uintptr(fd), "status")
 		status = func(code int) {
 			if pipe != nil {

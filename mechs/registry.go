@@ -68,7 +68,8 @@ func New(name string, o Options, l *slog.Logger) (Mechanism, error) {
 	}
 	m, err := r.f(o, l.With("mech", r.name))
 	if err != nil {
-		return nil, fmt.Errorf("mechs: failed to initialize mechanism %s: %w", r.name, err)
+		// saslauthd's own words, which admins grep for
+		return nil, fmt.Errorf("failed to initialize mechanism %s: %w", r.name, err)
 	}
 	return m, nil
 }

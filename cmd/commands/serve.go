@@ -1,6 +1,7 @@
 package commands
 
 import (
+	"cmp"
 	"fmt"
 	"io"
 	"log/slog"
@@ -54,6 +55,7 @@ const saslgateUsage = `saslgate additions:
       --drain-timeout <dur>      bound on the drain after the reply (default 30s)
       --request-timeout <dur>    bound on waiting for and running a mechanism (default 60s)
       --max-conns <n>            open connections before new ones wait (default 4096)
+      --pam-mode <mode>          pam: workers (default; -n isolated processes) or inprocess
 
 `
 
@@ -123,6 +125,7 @@ type serveOpts struct {
 	drainTimeout   time.Duration
 	requestTimeout time.Duration
 	maxConns       int
+	pamMode        string
 }
 
 // newServeCmd is saslauthd's command line. argv0 is the name the program
@@ -167,6 +170,7 @@ func newServeCmd(use, argv0 string, stderr io.Writer) *cobra.Command {
 	f.DurationVar(&o.drainTimeout, "drain-timeout", daemon.DefaultDrainTimeout, "bound on the drain after the reply")
 	f.DurationVar(&o.requestTimeout, "request-timeout", daemon.DefaultRequestTimeout, "bound on waiting for and running a mechanism")
 	f.IntVar(&o.maxConns, "max-conns", daemon.DefaultMaxConns, "open connections before new ones wait")
+	f.StringVar(&o.pamMode, "pam-mode", "workers", "pam: workers (isolated processes, -n of them) or inprocess (thread-safe stacks only)")
 	f.BoolP("help", "h", false, "display this message")
 	if use == "saslauthd" {
 		// called as saslauthd: the usage shows saslauthd's text only
@@ -285,7 +289,13 @@ func (o *serveOpts) config(stderr io.Writer, usage func()) (daemon.Config, int) 
 		// -s defaults to saslauthd's table: 1711 slots x 6 buckets x 96 bytes
 		srv.Cache = daemon.NewCache(o.cacheKiB*1024/daemon.CacheEntryBytes, time.Duration(o.cacheTTL)*time.Second)
 	}
-	mopts := mechs.Options{Option: o.option, Values: map[string]string{"sasldb_path": o.sasldbPath}}
+	mopts := mechs.Options{Option: o.option, Values: map[string]string{
+		"sasldb_path": o.sasldbPath,
+		"pam_mode":    o.pamMode,
+		// saslauthd runs -n processes, each doing one PAM transaction;
+		// -n 0 (no cap, saslauthd forks per request) keeps the default pool
+		"pam_workers": strconv.Itoa(cmp.Or(o.procs, 5)),
+	}}
 	build := func(l *slog.Logger) (mechs.Mechanism, error) {
 		steps := make([]mechs.Mechanism, 0, len(names))
 		for _, n := range names {
@@ -296,7 +306,7 @@ func (o *serveOpts) config(stderr io.Writer, usage func()) (daemon.Config, int) 
 						c.Close()
 					}
 				}
-				return nil, fmt.Errorf("failed to initialize mechanism %s: %w", n, err)
+				return nil, err // mechs.New says "failed to initialize mechanism NAME: ..."
 			}
 			steps = append(steps, m)
 		}
