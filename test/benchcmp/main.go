@@ -82,16 +82,27 @@ type point struct {
 	cyrus, sgate load.Result
 }
 
+// scenario is one mechanism measured on both daemons.
+type scenario struct {
+	name, about string
+	cyrusArgv   []string // run in tmp/cyrus-NAME (appended: -m DIR)
+	sgateArgv   []string // run in tmp/saslgate-NAME (appended: -m DIR)
+	req         protocol.Request
+	goal        string
+	points      []point
+}
+
 func main() {
 	bin := flag.String("bin", "bin/saslgate", "saslgate binary")
 	outPath := flag.String("out", "BENCHMARKS.md", "report to write")
 	dur := flag.Duration("d", 3*time.Second, "duration of one measurement")
 	rounds := flag.Int("rounds", 3, "alternating rounds per point (the median is reported)")
 	concs := flag.String("c", "1,8,64", "concurrency levels")
+	only := flag.String("only", "", "comma-separated scenarios to run (default: all)")
 	flag.Parse()
 	log.SetFlags(0)
 	if os.Geteuid() != 0 {
-		log.Fatal("benchcmp: needs root (Cyrus saslauthd reads /etc/sasldb2 only)")
+		log.Fatal("benchcmp: needs root (Cyrus saslauthd reads /etc/sasldb2 only; shadow needs a throw-away user)")
 	}
 	saslgate, err := filepath.Abs(*bin)
 	if err != nil {
@@ -111,35 +122,86 @@ func main() {
 			log.Fatalf("saslpasswd2: %v %s", err, out)
 		}
 	}
-	cyrusDir, sgDir := filepath.Join(tmp, "cyrus"), filepath.Join(tmp, "saslgate")
-	cyrusCmd := fmt.Sprintf("mount --bind %s /etc/sasldb2 && exec saslauthd -a sasldb -n 5 -m %s", db, cyrusDir)
-	cyrus, err := start("cyrus", cyrusDir, "unshare", "--mount", "--propagation", "private", "sh", "-c", cyrusCmd)
-	if err != nil {
-		log.Fatal(err)
+	// a throw-away local user with a yescrypt hash (Debian 12's default)
+	// for shadow, removed at the end
+	const shadowUser = "sgbench_y"
+	_ = exec.Command("userdel", shadowUser).Run()
+	if out, err := exec.Command("useradd", "-M", "-s", "/usr/sbin/nologin", shadowUser).CombinedOutput(); err != nil {
+		log.Fatalf("useradd: %v %s", err, out)
 	}
-	defer cyrus.stop()
-	sg, err := start("saslgate", sgDir, saslgate, "serve", "-a", "sasldb", "-n", "5", "--sasldb-path", db, "-m", sgDir)
-	if err != nil {
-		log.Fatal(err)
+	defer exec.Command("userdel", shadowUser).Run()
+	chp := exec.Command("chpasswd", "-c", "YESCRYPT")
+	chp.Stdin = strings.NewReader(shadowUser + ":bench-password\n")
+	if out, err := chp.CombinedOutput(); err != nil {
+		log.Fatalf("chpasswd: %v %s", err, out)
 	}
-	defer sg.stop()
 
-	req := []protocol.Request{{Login: "bench", Password: "bench-password", Service: "smtp"}}
-	for _, d := range []*daemon{cyrus, sg} { // both must answer OK before we measure
-		r := load.Run(context.Background(), load.Spec{Socket: d.socket(), Requests: 10, Reqs: req, Want: []string{"OK"}})
-		if r.Errors+r.Mismatches > 0 || r.Requests != 10 {
-			log.Fatalf("%s does not answer OK: %s", d.name, r)
+	scenarios := []*scenario{
+		{
+			name:  "sasldb",
+			about: "Cyrus: `saslauthd -a sasldb -n 5` (its sasldb bind-mounted on /etc/sasldb2 in a private mount namespace).  \nsaslgate: `saslgate serve -a sasldb -n 5 --sasldb-path FILE`. Same file, written by `saslpasswd2`, same user.",
+			cyrusArgv: []string{"unshare", "--mount", "--propagation", "private", "sh", "-c",
+				fmt.Sprintf("mount --bind %s /etc/sasldb2 && exec saslauthd -a sasldb -n 5 -m \"$0\"", db)},
+			sgateArgv: []string{saslgate, "serve", "-a", "sasldb", "-n", "5", "--sasldb-path", db},
+			req:       protocol.Request{Login: "bench", Password: "bench-password", Service: "smtp"},
+			goal:      "goal at C=64: ratio ≥ 1.5×, p99 ratio ≤ 0.5",
+		},
+		{
+			name:      "shadow",
+			about:     "Cyrus: `saslauthd -a shadow -n 5`; saslgate: `saslgate serve -a shadow -n 5`. A throw-away local user with a yescrypt hash (`chpasswd -c YESCRYPT`, Debian 12's default): every request costs one yescrypt computation, so both are CPU-bound on 2 cores.",
+			cyrusArgv: []string{"saslauthd", "-a", "shadow", "-n", "5"},
+			sgateArgv: []string{saslgate, "serve", "-a", "shadow", "-n", "5"},
+			req:       protocol.Request{Login: shadowUser, Password: "bench-password", Service: "smtp"},
+			goal:      "goal: ratio ≥ 0.95× at every C; at C=64 p99 ratio ≤ 0.5",
+		},
+	}
+	for _, sc := range scenarios {
+		if *only != "" && !slices.Contains(strings.Split(*only, ","), sc.name) {
+			continue
+		}
+		if err := sc.run(tmp, *concs, *dur, *rounds); err != nil {
+			log.Fatal(err)
 		}
 	}
-	var pts []point
-	for _, cs := range strings.Split(*concs, ",") {
+	if err := os.WriteFile(*outPath, []byte(report(scenarios, *dur, *rounds)), 0o644); err != nil {
+		log.Fatal(err)
+	}
+	log.Printf("wrote %s", *outPath)
+}
+
+func (sc *scenario) run(tmp, concs string, dur time.Duration, rounds int) error {
+	cyrusDir, sgDir := filepath.Join(tmp, "cyrus-"+sc.name), filepath.Join(tmp, "saslgate-"+sc.name)
+	cyrusArgv := slices.Clone(sc.cyrusArgv)
+	if cyrusArgv[0] == "unshare" {
+		cyrusArgv = append(cyrusArgv, cyrusDir) // $0 of the sh -c script
+	} else {
+		cyrusArgv = append(cyrusArgv, "-m", cyrusDir)
+	}
+	cyrus, err := start("cyrus", cyrusDir, cyrusArgv...)
+	if err != nil {
+		return err
+	}
+	defer cyrus.stop()
+	sg, err := start("saslgate", sgDir, append(slices.Clone(sc.sgateArgv), "-m", sgDir)...)
+	if err != nil {
+		return err
+	}
+	defer sg.stop()
+	reqs := []protocol.Request{sc.req}
+	for _, d := range []*daemon{cyrus, sg} { // both must answer OK before we measure
+		r := load.Run(context.Background(), load.Spec{Socket: d.socket(), Requests: 4, Reqs: reqs, Want: []string{"OK"}})
+		if r.Errors+r.Mismatches > 0 || r.Requests != 4 {
+			return fmt.Errorf("%s %s does not answer OK: %s", sc.name, d.name, r)
+		}
+	}
+	for _, cs := range strings.Split(concs, ",") {
 		c, _ := strconv.Atoi(cs)
 		var cr, sr []load.Result
-		for i := 0; i < *rounds; i++ {
+		for i := 0; i < rounds; i++ {
 			for _, d := range []*daemon{cyrus, sg} {
-				r := load.Run(context.Background(), load.Spec{Socket: d.socket(), Concurrency: c, Duration: *dur,
-					Reqs: req, Want: []string{"OK"}, Timeout: 30 * time.Second})
-				log.Printf("sasldb C=%d %-8s %s", c, d.name, r)
+				r := load.Run(context.Background(), load.Spec{Socket: d.socket(), Concurrency: c, Duration: dur,
+					Reqs: reqs, Want: []string{"OK"}, Timeout: 60 * time.Second})
+				log.Printf("%s C=%d %-8s %s", sc.name, c, d.name, r)
 				if d == cyrus {
 					cr = append(cr, r)
 				} else {
@@ -147,12 +209,9 @@ func main() {
 				}
 			}
 		}
-		pts = append(pts, point{conc: c, cyrus: median(cr), sgate: median(sr)})
+		sc.points = append(sc.points, point{conc: c, cyrus: median(cr), sgate: median(sr)})
 	}
-	if err := os.WriteFile(*outPath, []byte(report(pts, *dur, *rounds)), 0o644); err != nil {
-		log.Fatal(err)
-	}
-	log.Printf("wrote %s", *outPath)
+	return nil
 }
 
 // median picks the run with the median throughput (its latencies go with it).
@@ -192,25 +251,29 @@ func machine() string {
 	return fmt.Sprintf("%d CPUs (%s), Linux %s, %s", runtime.NumCPU(), cpu, rel, runtime.Version())
 }
 
-func report(pts []point, dur time.Duration, rounds int) string {
+func report(scs []*scenario, dur time.Duration, rounds int) string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "# Benchmarks\n\nWritten by `make bench` (`go run ./test/benchcmp`) on %s.\n\n", time.Now().UTC().Format("2006-01-02 15:04 MST"))
 	fmt.Fprintf(&b, "Machine: %s. The machine is shared and noisy: numbers move between runs, so read the\n"+
 		"ratios, which compare the two daemons measured in alternation in the same run.\n\n", machine())
 	b.WriteString("Each point: a fresh connection per request (as libsasl does) from C concurrent clients, " +
-		fmt.Sprintf("%s per measurement, %d alternating rounds per daemon, median round reported.\n\n", dur, rounds))
-	b.WriteString("## sasldb\n\n")
-	b.WriteString("Cyrus: `saslauthd -a sasldb -n 5` (Debian's sasl2-bin 2.1.28; its sasldb bind-mounted on /etc/sasldb2 in a private mount namespace).  \n")
-	b.WriteString("saslgate: `saslgate serve -a sasldb -n 5 --sasldb-path FILE`. Same file, written by `saslpasswd2`, same user.\n\n")
-	b.WriteString("| C | Cyrus req/s | saslgate req/s | ratio | Cyrus p50 | saslgate p50 | Cyrus p99 | saslgate p99 | p99 ratio |\n")
-	b.WriteString("|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n")
-	for _, p := range pts {
-		fmt.Fprintf(&b, "| %d | %.0f | %.0f | %.2f× | %s | %s | %s | %s | %.2f |\n", p.conc,
-			p.cyrus.RPS(), p.sgate.RPS(), p.sgate.RPS()/max(p.cyrus.RPS(), 1e-9),
-			ms(p.cyrus.P50), ms(p.sgate.P50), ms(p.cyrus.P99), ms(p.sgate.P99),
-			float64(p.sgate.P99)/max(float64(p.cyrus.P99), 1))
+		fmt.Sprintf("%s per measurement, %d alternating rounds per daemon, median round reported. ", dur, rounds) +
+		"Cyrus is Debian's sasl2-bin 2.1.28. ratio = saslgate req/s ÷ Cyrus req/s; p99 ratio = saslgate p99 ÷ Cyrus p99.\n")
+	for _, sc := range scs {
+		if len(sc.points) == 0 {
+			continue
+		}
+		fmt.Fprintf(&b, "\n## %s\n\n%s\n\n", sc.name, sc.about)
+		b.WriteString("| C | Cyrus req/s | saslgate req/s | ratio | Cyrus p50 | saslgate p50 | Cyrus p99 | saslgate p99 | p99 ratio |\n")
+		b.WriteString("|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n")
+		for _, p := range sc.points {
+			fmt.Fprintf(&b, "| %d | %.0f | %.0f | %.2f× | %s | %s | %s | %s | %.2f |\n", p.conc,
+				p.cyrus.RPS(), p.sgate.RPS(), p.sgate.RPS()/max(p.cyrus.RPS(), 1e-9),
+				ms(p.cyrus.P50), ms(p.sgate.P50), ms(p.cyrus.P99), ms(p.sgate.P99),
+				float64(p.sgate.P99)/max(float64(p.cyrus.P99), 1))
+		}
+		fmt.Fprintf(&b, "\n%s.\n", strings.ToUpper(sc.goal[:1])+sc.goal[1:])
 	}
-	b.WriteString("\nratio = saslgate req/s ÷ Cyrus req/s (goal at C=64: ≥ 1.5×); p99 ratio = saslgate p99 ÷ Cyrus p99 (goal at C=64: ≤ 0.5).\n")
 	return b.String()
 }
 
