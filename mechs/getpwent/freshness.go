@@ -1,0 +1,17 @@
+package getpwent
+
+import "github.com/saslgate/saslgate/mechs"
+
+// freshnessFiles are what the "files" NSS source reads for getpwnam, and
+// nsswitch.conf, which says which sources are asked.
+var freshnessFiles = [...]string{"/etc/passwd", "/etc/nsswitch.conf"}
+
+// Generation implements mechs.Freshness: it changes when one of
+// freshnessFiles changes, so that a cache drops this mechanism's answers at
+// once. It costs two stat calls. Users served by another NSS source (nis,
+// ldap, sss) are not tracked: for them the cache's TTL applies.
+func (d *DB) Generation() uint64 {
+	return mechs.FileGeneration(mechs.RacyWindow, freshnessFiles[:]...)
+}
+
+var _ mechs.Freshness = (*DB)(nil)
