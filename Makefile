@@ -37,7 +37,7 @@ test: deps lint unit e2e
 
 unit:
 	$(GO) test -race -count=1 ./protocol/... ./mechs/... ./daemon/... ./cmd/...
-	$(GO) test -count=1 -run='^$$' -fuzz=FuzzReadRequest -fuzztime=10s ./protocol/
+	$(MAKE) --no-print-directory fuzz FUZZTIME=5s
 
 e2e: build
 	$(GO) test -count=1 -timeout 20m ./test/...
@@ -46,10 +46,15 @@ lint:
 	@out=$$(gofmt -l .); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 	$(GO) vet ./...
 
+# FUZZ_TARGETS: package:target pairs, one native fuzz target per parser.
+FUZZ_TARGETS := ./protocol/:FuzzReadRequest ./protocol/:FuzzReadReply ./mechs/sasldb/:FuzzParse \
+	./mechs/pam/:FuzzDecode ./daemon/config/:FuzzParse ./daemon/rewrite/:FuzzApply
+
 fuzz:
-	$(GO) test -run='^$$' -fuzz=FuzzReadRequest -fuzztime=$(FUZZTIME) ./protocol/
-	$(GO) test -run='^$$' -fuzz=FuzzReadReply -fuzztime=$(FUZZTIME) ./protocol/
-	$(GO) test -run='^$$' -fuzz=FuzzParse -fuzztime=$(FUZZTIME) ./mechs/sasldb/
+	@set -e; for t in $(FUZZ_TARGETS); do \
+	  echo "fuzz $${t#*:} in $${t%%:*} for $(FUZZTIME)"; \
+	  $(GO) test -run='^$$' -fuzz="^$${t#*:}$$" -fuzztime=$(FUZZTIME) $${t%%:*}; \
+	done
 
 # bench runs the Go benchmarks, then saslgate and the real Cyrus saslauthd
 # side by side under the same load, and rewrites BENCHMARKS.md.
