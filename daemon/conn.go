@@ -136,6 +136,7 @@ func (s *Server) start(conn net.Conn) {
 // connection is closed or ctx ends (then the rest are closed).
 func (s *Server) Shutdown(ctx context.Context) error {
 	s.init()
+	s.stop() // failure delays answer now
 	s.mu.Lock()
 	s.closed = true
 	for ln := range s.listeners {

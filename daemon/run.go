@@ -11,7 +11,6 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/saslgate/saslgate/mechs"
 )
 
 // Exit codes of a start, as saslauthd's parent reports them.
@@ -31,9 +30,10 @@ type Config struct {
 	Foreground bool // -d: do not detach, log to stderr too
 	// Server carries the request settings (timeouts, -n, -r, cache).
 	Server *Server
-	// Build makes the mechanism chain; Run calls it at start and on SIGHUP
-	// (a failed reload keeps the running chain).
-	Build func(logger *slog.Logger) (mechs.Mechanism, error)
+	// Build makes the policy (rules and mechanism chains); Run calls it at
+	// start and on SIGHUP (a failed reload keeps the running one). It may
+	// reread a config file.
+	Build func(logger *slog.Logger) (*Policy, error)
 	// Log is the handler behind Server.Logger; Run turns its stderr off
 	// once detached.
 	Log *LogHandler
@@ -90,13 +90,16 @@ func serve(cfg Config, status func(int)) int {
 	for _, line := range cfg.Settings {
 		log.Debug(line)
 	}
-	m, err := cfg.Build(log)
+	p, err := cfg.Build(log)
 	if err != nil {
 		log.Error(err.Error())
 		return ExitFailure
 	}
-	s.SetAuth(m)
-	defer closeMech(m)
+	s.SetPolicy(p)
+	defer func() { _ = s.Policy().Close() }()
+	if p.LogLevel >= 2 {
+		log.Warn(PasswordDebugWarning + " log_level 2 logs every password in clear; turn it off after debugging")
+	}
 
 	rd, err := LockRunDir(cfg.RunDir)
 	if errors.Is(err, ErrAnotherInstance) {
@@ -123,7 +126,7 @@ func serve(cfg Config, status func(int)) int {
 	log.Info("listening on socket: " + rd.SocketPath())
 
 	sigs := make(chan os.Signal, 4)
-	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT, syscall.SIGHUP)
+	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT, syscall.SIGHUP, syscall.SIGUSR1)
 	defer signal.Stop(sigs)
 	signal.Ignore(syscall.SIGPIPE)
 
@@ -147,17 +150,27 @@ func serve(cfg Config, status func(int)) int {
 			}
 			return ExitOK
 		case sig := <-sigs:
-			if sig == syscall.SIGHUP {
-				nm, err := cfg.Build(log)
+			switch sig {
+			case syscall.SIGUSR1:
+				if s.Cache != nil {
+					s.Cache.Flush()
+				}
+				log.Info("cache flushed (SIGUSR1)")
+				continue
+			case syscall.SIGHUP:
+				np, err := cfg.Build(log)
 				if err != nil {
 					log.Error("reload failed, keeping the running configuration: " + err.Error())
 					continue
 				}
-				old := s.Auth()
-				s.SetAuth(nm)
-				// requests already running on old finish before it closes
-				go func() { time.Sleep(orDefault(s.RequestTimeout, DefaultRequestTimeout)); closeMech(old) }()
-				log.Info("reloaded: authentication mechanisms " + nm.Name())
+				old := s.Policy()
+				s.SetPolicy(np)
+				// requests already running on the old chains finish first
+				go func() { time.Sleep(orDefault(s.RequestTimeout, DefaultRequestTimeout)); _ = old.Close() }()
+				log.Info("reloaded: authentication mechanisms " + np.Rules.Services.Default)
+				if np.LogLevel >= 2 {
+					log.Warn(PasswordDebugWarning + " log_level 2 logs every password in clear; turn it off after debugging")
+				}
 				continue
 			}
 			rd.RemoveSocket() // new clients fail at once; queued ones are served
@@ -175,11 +188,6 @@ func serve(cfg Config, status func(int)) int {
 	}
 }
 
-func closeMech(m mechs.Mechanism) {
-	if c, ok := m.(interface{ Close() error }); ok {
-		_ = c.Close()
-	}
-}
 
 // quietStdio points stdin, stdout and stderr at /dev/null, as a daemon's
 // must be once the parent has gone.

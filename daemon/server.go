@@ -5,16 +5,20 @@
 package daemon
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
 	"log/slog"
 	"net"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
 
+	"github.com/saslgate/saslgate/daemon/rewrite"
+	"github.com/saslgate/saslgate/daemon/throttle"
 	"github.com/saslgate/saslgate/mechs"
 	"github.com/saslgate/saslgate/protocol"
 )
@@ -53,8 +57,13 @@ type Server struct {
 	// Cache, when set, is consulted before the mechanism (-c).
 	Cache *Cache
 
-	auth     atomic.Pointer[authState]
+	// Throttle, when set, delays failures (failure_delay, penalties).
+	Throttle *throttle.Throttle
+
+	policy   atomic.Pointer[policyState]
 	initOnce sync.Once
+	stopCtx  context.Context // ends at Shutdown: failure delays stop waiting
+	stop     context.CancelFunc
 	inflight chan struct{}
 	conns    chan struct{}
 
@@ -66,23 +75,63 @@ type Server struct {
 	serving   sync.WaitGroup // Serve loops
 }
 
-type authState struct {
-	m    mechs.Mechanism
-	name string // the -a list, for the [mech=] field of chain-less lines
+// Policy is what a request goes through besides the protocol: the rewrite
+// rules (realm rules, -r, service mapping), the mechanism chains by name,
+// and the login-debug level. SIGHUP swaps it whole.
+type Policy struct {
+	Rules rewrite.Rules
+	// Chains holds one mechanism (a *mechs.Chain) for every chain name the
+	// rules use; Rules.Services.Default is the chain of a service that has
+	// none of its own.
+	Chains map[string]mechs.Mechanism
+	// LogLevel is the login-debug level: 0 saslauthd's lines only; 1 one
+	// line per request with the rewrites, each mechanism's verdict and
+	// cache hits; 2 the same with the password.
+	LogLevel int
 }
 
-// SetAuth installs the mechanism (usually a *mechs.Chain). It may be called
-// while serving: requests already running finish on the old one (SIGHUP).
-func (s *Server) SetAuth(m mechs.Mechanism) {
-	s.auth.Store(&authState{m: m, name: m.Name()})
+// Close closes every chain.
+func (p *Policy) Close() error {
+	var errs []error
+	for _, m := range p.Chains {
+		if c, ok := m.(interface{ Close() error }); ok {
+			errs = append(errs, c.Close())
+		}
+	}
+	return errors.Join(errs...)
 }
 
-// Auth returns the installed mechanism.
-func (s *Server) Auth() mechs.Mechanism {
-	if a := s.auth.Load(); a != nil {
-		return a.m
+type policyState struct {
+	p     *Policy
+	fresh map[string]mechs.Freshness // per chain: the cache's generation
+}
+
+// SetPolicy installs p. It may be called while serving: requests already
+// running finish on the old one (SIGHUP). Cache entries made under the old
+// chains do not answer for the new ones.
+func (s *Server) SetPolicy(p *Policy) {
+	st := &policyState{p: p, fresh: map[string]mechs.Freshness{}}
+	for name, m := range p.Chains {
+		st.fresh[name] = mechs.CombineFreshness(m)
+	}
+	s.policy.Store(st)
+}
+
+// Policy returns the installed policy.
+func (s *Server) Policy() *Policy {
+	if st := s.policy.Load(); st != nil {
+		return st.p
 	}
 	return nil
+}
+
+// SetAuth installs m as the only chain, with -r as JoinRealm says and no
+// other rule: saslauthd's whole policy.
+func (s *Server) SetAuth(m mechs.Mechanism) {
+	s.SetPolicy(&Policy{
+		Rules:  rewrite.Rules{RealmJoin: s.JoinRealm, Services: rewrite.ServiceMap{Default: m.Name()}},
+		Chains: map[string]mechs.Mechanism{m.Name(): m},
+	})
 }
 
 func (s *Server) init() {
@@ -98,6 +147,7 @@ func (s *Server) init() {
 			mc = DefaultMaxConns
 		}
 		s.conns = make(chan struct{}, mc)
+		s.stopCtx, s.stop = context.WithCancel(context.Background())
 		s.listeners = map[net.Listener]struct{}{}
 		s.active = map[net.Conn]*connState{}
 	})
@@ -110,58 +160,85 @@ func orDefault(d, def time.Duration) time.Duration {
 	return d
 }
 
-// authenticate runs saslauthd's do_auth for a well-formed request and
-// returns the reply text.
+// authenticate runs saslauthd's do_auth for a well-formed request, with
+// saslgate's policy around it: rewrite rules, the service's chain, the cache,
+// the failure delay, the login-debug line. It returns the reply text.
 func (s *Server) authenticate(preq protocol.Request) string {
-	st := s.auth.Load()
-	if st == nil {
+	ps := s.policy.Load()
+	if ps == nil {
 		s.Logger.Error("no authentication mechanism installed")
 		return mechs.ReplyInternal
 	}
-	login := preq.Login
-	if s.JoinRealm && preq.Realm != "" {
-		login = login + "@" + preq.Realm
-		if len(login) > 512 { // saslauthd's 513-byte buffer
-			login = login[:512]
-		}
-	}
-	req := mechs.Request{Login: login, Password: mechs.Password(preq.Password),
+	p := ps.p
+	in := mechs.Request{Login: preq.Login, Password: mechs.Password(preq.Password),
 		Service: preq.Service, Realm: preq.Realm, ClientAddr: preq.ClientAddr}
-	who := fmt.Sprintf("[user=%s] [service=%s] [realm=%s]", logSafe(req.Login), logSafe(req.Service), logSafe(req.Realm))
+	rw, err := p.Rules.Apply(in)
+	lg := rw.Logged
+	who := fmt.Sprintf("[user=%s] [service=%s] [realm=%s]", logSafe(lg.Login), logSafe(lg.Service), logSafe(lg.Realm))
 
-	if s.Cache != nil && s.Cache.Lookup(req) {
-		s.Logger.Debug("auth success (cached): " + who)
-		return "OK"
-	}
-
-	ctx, cancel := context.WithTimeout(context.Background(), orDefault(s.RequestTimeout, DefaultRequestTimeout))
-	defer cancel()
-	if s.inflight != nil {
-		select {
-		case s.inflight <- struct{}{}:
-			defer func() { <-s.inflight }()
-		case <-ctx.Done():
-			s.Logger.Error("auth failure: " + who + " [mech=" + st.name +
-				"] [reason=timed out waiting for a free worker]")
-			return mechs.ReplyInternal
-		}
+	var (
+		dbgMu sync.Mutex
+		dbg   []string // the login-debug steps
+	)
+	note := func(step string) { dbgMu.Lock(); dbg = append(dbg, step); dbgMu.Unlock() }
+	if len(rw.Trace) > 0 {
+		note(rw.Trace.String())
 	}
 	start := time.Now()
-	res, err := st.m.Authenticate(ctx, req)
-	if err != nil { // a bare mechanism (not a Chain) may return one
-		res = mechs.Result{Verdict: mechs.TempFail, Reply: mechs.ReplyInternal, Reason: err.Error(), By: st.name}
+	var res mechs.Result
+	outcome := CacheBypass
+	if refused, ok := rewrite.Refused(err); ok {
+		res = refused
+	} else if err != nil {
+		res = mechs.TempFailed(mechs.ReplyInternal, err.Error())
+	} else if chain := p.Chains[rw.Chain]; chain == nil {
+		res = mechs.TempFailed(mechs.ReplyInternal, "no mechanism chain "+rw.Chain)
+	} else {
+		ctx, cancel := context.WithTimeout(context.Background(), orDefault(s.RequestTimeout, DefaultRequestTimeout))
+		defer cancel()
+		if p.LogLevel >= 1 {
+			ctx = mechs.WithTrace(ctx, note)
+		}
+		// the generation is read before the back end runs: an entry never
+		// claims data newer than what the back end saw
+		gen := mechs.GenUnknown
+		if f := ps.fresh[rw.Chain]; f != nil {
+			gen = f.Generation()
+		}
+		res, outcome = s.Cache.Do(ctx, lg, gen, func(ctx context.Context) mechs.Result {
+			// the -n slot is taken here, so cache hits and requests
+			// waiting for an identical one never hold one
+			if s.inflight != nil {
+				select {
+				case s.inflight <- struct{}{}:
+					defer func() { <-s.inflight }()
+				case <-ctx.Done():
+					return mechs.TempFailed(mechs.ReplyInternal, "timed out waiting for a free worker (-n)")
+				}
+			}
+			r, err := chain.Authenticate(ctx, rw.Request)
+			if err != nil { // a bare mechanism (not a Chain) may return one
+				r = mechs.TempFailed(mechs.ReplyInternal, err.Error())
+			}
+			if r.By == "" {
+				r.By = chain.Name()
+			}
+			return r
+		})
 	}
-	mech := res.By
-	if mech == "" {
-		mech = st.name
-	}
+	mech := cmp.Or(res.By, p.Rules.Services.Default)
+	reply := res.Reply
 	switch {
 	case res.Verdict == mechs.Accept && strings.HasPrefix(res.Reply, "OK"):
-		if s.Cache != nil {
-			s.Cache.Store(req)
+		if outcome == CacheHit || outcome == CacheStale {
+			s.Logger.Debug("auth success (cached): " + who)
+			if outcome == CacheStale {
+				s.Logger.Warn("back end unavailable, answered from the cache (cache_stale_ttl): "+who,
+					slog.String("detail", res.Reason))
+			}
+		} else {
+			s.Logger.Debug("auth success: " + who + " [mech=" + mech + "]")
 		}
-		s.Logger.Debug("auth success: " + who + " [mech=" + mech + "]")
-		return res.Reply
 	case strings.HasPrefix(res.Reply, "NO"):
 		reason := strings.TrimPrefix(strings.TrimPrefix(res.Reply, "NO"), " ")
 		if reason == "" {
@@ -178,12 +255,35 @@ func (s *Server) authenticate(preq protocol.Request) string {
 			s.Logger.Warn(mech+": TEMPFAIL", slog.String("detail", res.Reason),
 				slog.Duration("duration", time.Since(start)))
 		}
-		return res.Reply
 	default:
 		s.Logger.Error("mechanism returned unknown response: " + mech)
-		return mechs.ReplyInternal
+		res, reply = mechs.TempFailed(mechs.ReplyInternal, "unknown response"), mechs.ReplyInternal
 	}
+
+	delay := s.Throttle.Observe(lg, res.Verdict)
+	if p.LogLevel >= 1 {
+		if outcome.Cached() {
+			note("cache: " + outcome.String())
+		}
+		line := "login debug: " + who + " " + strings.Join(dbg, "; ") + " => " + res.Verdict.String() +
+			" " + strconv.Quote(reply)
+		if delay > 0 {
+			line += " after a failure delay of " + delay.Round(time.Millisecond).String()
+		}
+		if p.LogLevel >= 2 {
+			s.Logger.Warn(PasswordDebugWarning + " " + line + " [password=" + strconv.Quote(preq.Password) + "]")
+		} else {
+			s.Logger.Info(line)
+		}
+	}
+	// the failure delay holds this connection, not a worker slot
+	_ = throttle.Wait(s.stopCtx, delay)
+	return reply
 }
+
+// PasswordDebugWarning starts every line of log_level 2 and the warning at
+// start-up: passwords are being logged.
+const PasswordDebugWarning = "PASSWORD DEBUG (log_level 2) IS ON, PASSWORDS ARE LOGGED:"
 
 // logSafe shows control characters as '?' so that a user name cannot start
 // a forged log line.

@@ -364,7 +364,10 @@ func TestServer_Cache(t *testing.T) {
 		{req, "OK", 1}, // a hit answers plain OK, as saslauthd's do
 		{protocol.Request{Login: "u", Password: "good", Service: "smtp"}, "OK remote authentication successful", 2},
 		{protocol.Request{Login: "u", Password: "bad", Service: "imap"}, "NO remote server rejected your credentials", 3},
-		{req, "OK", 3},
+		// unlike saslauthd, a rejection drops the user's cached logins: the
+		// password may have changed, and the old one must stop working
+		{req, "OK remote authentication successful", 4},
+		{req, "OK", 4},
 	}
 	for i, st := range steps {
 		if got := ask(t, sock, st.req); got != st.want || calls.Load() != st.calls {

@@ -51,29 +51,43 @@ func (c *Chain) Steps() []Mechanism { return append([]Mechanism(nil), c.steps...
 // Authenticate runs the chain. It never returns an error: technical failures
 // become a TempFail result whose Reason says what happened.
 func (c *Chain) Authenticate(ctx context.Context, req Request) (Result, error) {
+	trace, _ := ctx.Value(traceKey{}).(func(string))
+	step := func(msg, reason string) {
+		c.logger.LogAttrs(ctx, slog.LevelDebug, msg, slog.String("reason", reason))
+		if trace != nil {
+			trace(msg)
+		}
+	}
 	var last Result
 	for i, m := range c.steps {
 		res := runStep(ctx, m, req)
 		res.By = m.Name()
-		more := i < len(c.steps)-1
 		switch res.Verdict {
 		case Accept:
-			c.logger.LogAttrs(ctx, slog.LevelDebug, m.Name()+": ACCEPT")
+			step(m.Name()+": ACCEPT", res.Reason)
 			return res, nil
 		case Reject:
-			if more {
-				c.logger.LogAttrs(ctx, slog.LevelDebug, m.Name()+": REJECT - try next", slog.String("reason", res.Reason))
+			if i < len(c.steps)-1 {
+				step(m.Name()+": REJECT - try next", res.Reason)
 			} else {
-				c.logger.LogAttrs(ctx, slog.LevelDebug, m.Name()+": REJECT", slog.String("reason", res.Reason))
+				step(m.Name()+": REJECT", res.Reason)
 			}
 			last = res
-			continue
 		default:
-			c.logger.LogAttrs(ctx, slog.LevelDebug, m.Name()+": TEMPFAIL - stop", slog.String("reason", res.Reason))
+			step(m.Name()+": TEMPFAIL - stop", res.Reason)
 			return res, nil
 		}
 	}
 	return last, nil
+}
+
+type traceKey struct{}
+
+// WithTrace returns a context under which a Chain reports each mechanism it
+// tries and its verdict ("sasldb: REJECT - try next", "pam: ACCEPT") to fn,
+// for the login-debug log.
+func WithTrace(ctx context.Context, fn func(step string)) context.Context {
+	return context.WithValue(ctx, traceKey{}, fn)
 }
 
 // Close closes every mechanism that holds resources.

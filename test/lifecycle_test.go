@@ -163,7 +163,7 @@ func lcRunProg(t *testing.T, timeout time.Duration, prog, argv0 string, args ...
 
 // lcServeArgs is saslgate serve -a sasldb on the fixture with run dir dir.
 func lcServeArgs(fx *sdbFixture, dir string, extra ...string) []string {
-	return append([]string{"serve", "-a", "sasldb", "--sasldb-path", fx.DB, "-m", dir}, extra...)
+	return append([]string{"serve", "--failure-delay", "0", "--auth-penalty", "0", "-a", "sasldb", "--sasldb-path", fx.DB, "-m", dir}, extra...)
 }
 
 // lcStartDetached starts saslgate without -d and returns the daemon's pid

@@ -693,7 +693,7 @@ func lcStartCyrus(t *testing.T, fx *lcFixture, name, mech string, extra ...strin
 func lcStartSaslgate(t *testing.T, fx *lcFixture, name, mech string, extra ...string) *Daemon {
 	t.Helper()
 	dir := filepath.Join(fx.dir, name)
-	args := append([]string{"serve", "-d", "-a", mech, "-m", dir, "-n", "5"}, extra...)
+	args := append([]string{"serve", "--failure-delay", "0", "--auth-penalty", "0", "-d", "-a", mech, "-m", dir, "-n", "5"}, extra...)
 	d := startDaemon(t, name, saslgateBin(t), "", dir, args...)
 	t.Cleanup(func() {
 		if t.Failed() {

@@ -217,7 +217,7 @@ func sdbKillGroup(d *Daemon) {
 // sdbStartSaslgate runs saslgate serve -d -a sasldb on the fixture.
 func sdbStartSaslgate(t *testing.T, fx *sdbFixture, name, runDir string, extra ...string) *Daemon {
 	t.Helper()
-	args := append([]string{"serve", "-d", "-a", "sasldb", "--sasldb-path", fx.DB, "-m", runDir}, extra...)
+	args := append([]string{"serve", "--failure-delay", "0", "--auth-penalty", "0", "-d", "-a", "sasldb", "--sasldb-path", fx.DB, "-m", runDir}, extra...)
 	return startDaemon(t, name, saslgateBin(t), "", runDir, args...)
 }
 

@@ -101,7 +101,7 @@ func TestSecretsNeverLogged(t *testing.T) {
 			if ns {
 				sink = secNewSyslogSink(t, dir)
 			}
-			args := append([]string{"serve", "-a", "sasldb", "--sasldb-path", db, "-m", runDir}, m.args...)
+			args := append([]string{"serve", "--failure-delay", "0", "--auth-penalty", "0", "-a", "sasldb", "--sasldb-path", db, "-m", runDir}, m.args...)
 			prog := bin
 			if sink != nil {
 				prog, args = secInPrivateSyslog(sink.path, "", "", bin, args...)

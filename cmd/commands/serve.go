@@ -2,9 +2,12 @@ package commands
 
 import (
 	"cmp"
+	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"log/slog"
+	"maps"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -15,6 +18,9 @@ import (
 	"github.com/spf13/pflag"
 
 	"github.com/saslgate/saslgate/daemon"
+	"github.com/saslgate/saslgate/daemon/config"
+	"github.com/saslgate/saslgate/daemon/rewrite"
+	"github.com/saslgate/saslgate/daemon/throttle"
 	"github.com/saslgate/saslgate/mechs"
 )
 
@@ -56,6 +62,15 @@ const saslgateUsage = `saslgate additions:
       --request-timeout <dur>    bound on waiting for and running a mechanism (default 60s)
       --max-conns <n>            open connections before new ones wait (default 4096)
       --pam-mode <mode>          pam: workers (default; -n isolated processes) or inprocess
+      --config <file>            config file (default /etc/saslgate.conf); flags win over it
+      --check                    validate the configuration, print it, exit 0 or 1
+      --failure-delay <dur>      wait before every NO (default 2s; 0: none)
+      --auth-penalty <dur>       first penalty of a failing address or login (default 2s; 0: none)
+      --log-level <0|1|2>        login debugging: 1 every step of every login, 2 with passwords
+      --rimap-tls <mode>         rimap: none, starttls or implicit; also --rimap-hosts,
+                                 --rimap-ca-file, --rimap-server-name, --rimap-tls-verify,
+                                 --rimap-connect-timeout, --rimap-command-timeout,
+                                 --rimap-pool-size, --rimap-pool-idle (see saslgate.conf keys)
 
 `
 
@@ -111,8 +126,6 @@ type serveOpts struct {
 	cache          bool
 	cacheKiB       int
 	cacheTTL       int
-	sizeSet        bool // -s given
-	ttlSet         bool // -t given
 	debug, verbose bool
 	foreground     bool
 	noLock         bool
@@ -126,6 +139,16 @@ type serveOpts struct {
 	requestTimeout time.Duration
 	maxConns       int
 	pamMode        string
+	failureDelay   time.Duration
+	penaltyBase    time.Duration
+	logLevel       int
+	configPath     string
+	check          bool
+
+	mechValues map[string]*string // --rimap-tls etc., by config key
+
+	flags     *pflag.FlagSet // which were given: they win over the file
+	mechNames []string       // -a, checked and lower-cased
 }
 
 // newServeCmd is saslauthd's command line. argv0 is the name the program
@@ -171,6 +194,19 @@ func newServeCmd(use, argv0 string, stderr io.Writer) *cobra.Command {
 	f.DurationVar(&o.requestTimeout, "request-timeout", daemon.DefaultRequestTimeout, "bound on waiting for and running a mechanism")
 	f.IntVar(&o.maxConns, "max-conns", daemon.DefaultMaxConns, "open connections before new ones wait")
 	f.StringVar(&o.pamMode, "pam-mode", "workers", "pam: workers (isolated processes, -n of them) or inprocess (thread-safe stacks only)")
+	f.DurationVar(&o.failureDelay, "failure-delay", 2*time.Second, "wait before every NO (0: none, as saslauthd)")
+	f.DurationVar(&o.penaltyBase, "auth-penalty", 2*time.Second, "first penalty of a failing address or login, doubling (0: none)")
+	f.IntVar(&o.logLevel, "log-level", 0, "login debugging: 0 saslauthd's lines, 1 every step, 2 with passwords")
+	f.StringVar(&o.configPath, "config", config.DefaultPath, "config file (key: value); flags win over it")
+	f.BoolVar(&o.check, "check", false, "validate the configuration, print it and exit")
+	// the mechanisms' own config keys, as long flags (rimap_tls: --rimap-tls)
+	o.mechValues = map[string]*string{}
+	for _, k := range config.Keys() {
+		if strings.HasPrefix(k.Name, "rimap_") {
+			o.mechValues[k.Name] = f.String(flagName(k.Name), "", k.Doc)
+		}
+	}
+	o.flags = f
 	f.BoolP("help", "h", false, "display this message")
 	if use == "saslauthd" {
 		// called as saslauthd: the usage shows saslauthd's text only
@@ -220,7 +256,6 @@ func newServeCmd(use, argv0 string, stderr io.Writer) *cobra.Command {
 			usage()
 			return exit(0)
 		}
-		o.sizeSet, o.ttlSet = f.Changed("cache-size"), f.Changed("cache-timeout")
 		cfg, code := o.config(stderr, usage)
 		if code >= 0 {
 			return exit(code)
@@ -230,99 +265,230 @@ func newServeCmd(use, argv0 string, stderr io.Writer) *cobra.Command {
 	return cmd
 }
 
-// config validates the options as saslauthd does and builds the daemon's
-// configuration; code >= 0 means exit now with it.
+// flagName is a config key's long flag: rimap_tls is --rimap-tls.
+func flagName(key string) string { return strings.ReplaceAll(key, "_", "-") }
+
+// restartOnly lists the keys a SIGHUP does not apply.
+var restartOnly = func() map[string]bool {
+	m := map[string]bool{}
+	for _, k := range config.Keys() {
+		m[k.Name] = k.Restart
+	}
+	return m
+}()
+
+// errNoMech: neither -a nor the config file names a mechanism.
+var errNoMech = errors.New("no authentication mechanism specified")
+
+// loadConfig reads the config file (when --config names one, or the default
+// file exists) and lays the command line over it: saslauthd's flags win
+// over the file. It runs at start and again on SIGHUP.
+func (o *serveOpts) loadConfig() (*config.Config, error) {
+	c := config.Default()
+	if o.configPath != "" {
+		fc, err := config.Load(o.configPath)
+		switch {
+		case err == nil:
+			c = fc
+		case errors.Is(err, fs.ErrNotExist) && !o.flags.Changed("config"):
+			// the default file is optional
+		default:
+			return nil, err
+		}
+	}
+	f := o.flags
+	if f.Changed("auth-mech") {
+		c.Mech = o.mechNames
+	}
+	set := func(flag string, apply func()) {
+		if f.Changed(flag) {
+			apply()
+		}
+	}
+	set("mech-option", func() { c.MechOption = o.option })
+	set("cache", func() { c.Cache = o.cache })
+	set("cache-size", func() { c.CacheSizeKiB = o.cacheKiB })
+	set("cache-timeout", func() { c.CacheTTL = time.Duration(o.cacheTTL) * time.Second })
+	set("run-dir", func() { c.RunDir = o.runDir })
+	set("procs", func() { c.Procs = o.procs })
+	set("realm", func() { c.RealmJoin = o.joinRealm })
+	set("sasldb-path", func() { c.SasldbPath = o.sasldbPath })
+	set("pam-mode", func() { c.PAMMode = o.pamMode })
+	set("read-timeout", func() { c.ReadTimeout = o.readTimeout })
+	set("drain-timeout", func() { c.DrainTimeout = o.drainTimeout })
+	set("request-timeout", func() { c.RequestTimeout = o.requestTimeout })
+	set("max-conns", func() { c.MaxConns = o.maxConns })
+	set("failure-delay", func() { c.FailureDelay = o.failureDelay })
+	set("auth-penalty", func() { c.PenaltyBase = o.penaltyBase })
+	set("log-level", func() { c.LogLevel = o.logLevel })
+	for key, v := range o.mechValues {
+		if f.Changed(flagName(key)) {
+			if c.MechValues == nil {
+				c.MechValues = map[string]string{}
+			}
+			c.MechValues[key] = *v
+		}
+	}
+	if len(c.Mech) == 0 {
+		return nil, errNoMech
+	}
+	if err := c.CheckMechs(mechs.Known); err != nil {
+		return nil, err
+	}
+	return c, nil
+}
+
+// policy builds the rules and one chain per chain name the config uses; a
+// mechanism named in several chains is one instance (one PAM worker pool).
+func policy(c *config.Config, l *slog.Logger) (*daemon.Policy, error) {
+	mopts := mechs.Options{Option: c.MechOption, Values: map[string]string{
+		"sasldb_path": c.SasldbPath,
+		"pam_mode":    c.PAMMode,
+		// saslauthd runs -n processes, each doing one PAM transaction;
+		// -n 0 (no cap, saslauthd forks per request) keeps the default pool
+		"pam_workers": strconv.Itoa(cmp.Or(c.Procs, 5)),
+	}}
+	maps.Copy(mopts.Values, c.MechValues)
+	rules := c.Rules()
+	p := &daemon.Policy{Rules: rules, Chains: map[string]mechs.Mechanism{}, LogLevel: c.LogLevel}
+	made := map[string]mechs.Mechanism{}
+	for _, chain := range rules.Services.ChainNames() {
+		var steps []mechs.Mechanism
+		for _, n := range rewrite.SplitChain(chain) {
+			m := made[n]
+			if m == nil {
+				var err error
+				if m, err = mechs.New(n, mopts, l); err != nil {
+					for _, m := range made {
+						if c, ok := m.(io.Closer); ok {
+							c.Close()
+						}
+					}
+					return nil, err // "failed to initialize mechanism NAME: ..."
+				}
+				made[n] = m
+			}
+			steps = append(steps, m)
+		}
+		p.Chains[chain] = mechs.NewChain(l, steps...)
+	}
+	return p, nil
+}
+
+// config validates the options as saslauthd does, reads the config file and
+// builds the daemon's configuration; code >= 0 means exit now with it.
 func (o *serveOpts) config(stderr io.Writer, usage func()) (daemon.Config, int) {
 	fail := func(msg string) (daemon.Config, int) {
 		fmt.Fprintf(stderr, "saslauthd[%d] :%s\n", os.Getpid(), msg)
 		return daemon.Config{}, 1
 	}
-	if o.mechName == "" {
+	f := o.flags
+	if f.Changed("auth-mech") {
+		for _, n := range strings.Split(o.mechName, ",") {
+			ln := strings.ToLower(strings.TrimSpace(n))
+			if ln == "" || !mechs.Known(ln) {
+				return fail("unknown authentication mechanism: " + strings.TrimSpace(n))
+			}
+			o.mechNames = append(o.mechNames, ln)
+		}
+	}
+	switch {
+	case f.Changed("run-dir") && !filepath.IsAbs(o.runDir):
+		return fail("-m requires an absolute pathname")
+	case o.procs < 0:
+		return fail("invalid number of worker processes defined")
+	case f.Changed("cache-size") && o.cacheKiB <= 0:
+		return fail("cache size must be positive and non zero")
+	case f.Changed("cache-timeout") && o.cacheTTL <= 0:
+		return fail("cache timeout must be positive")
+	case o.readTimeout <= 0 || o.drainTimeout <= 0 || o.requestTimeout <= 0:
+		return fail("timeouts must be positive")
+	case o.maxConns <= 0:
+		return fail("--max-conns must be positive")
+	case o.failureDelay < 0 || o.penaltyBase < 0:
+		return fail("--failure-delay and --auth-penalty must not be negative")
+	case o.logLevel < 0 || o.logLevel > 2:
+		return fail("--log-level must be 0, 1 or 2")
+	}
+	c, err := o.loadConfig()
+	if errors.Is(err, errNoMech) {
 		// saslauthd prints usage and (by a bug) exits 0; an init script
 		// that forgot -a should not look successful.
 		fmt.Fprintf(stderr, "saslauthd[%d] :no authentication mechanism specified\n", os.Getpid())
 		usage()
 		return daemon.Config{}, 1
 	}
-	names := strings.Split(o.mechName, ",")
-	for i, n := range names {
-		n = strings.ToLower(strings.TrimSpace(n))
-		if n == "" || !mechs.Known(n) {
-			return fail("unknown authentication mechanism: " + strings.TrimSpace(names[i]))
+	if err != nil {
+		return fail(err.Error())
+	}
+	if o.check {
+		if p, err := policy(c, slog.New(slog.DiscardHandler)); err != nil {
+			return fail(err.Error())
+		} else {
+			_ = p.Close()
 		}
-		names[i] = n
+		fmt.Fprintf(stderr, "configuration OK (%s, flags laid over it):\n", cmp.Or(o.configPath, "no file"))
+		_ = c.Format(stderr, true)
+		return daemon.Config{}, 0
 	}
-	if !filepath.IsAbs(o.runDir) {
-		return fail("-m requires an absolute pathname")
-	}
-	if o.procs < 0 {
-		return fail("invalid number of worker processes defined")
-	}
-	if o.sizeSet && o.cacheKiB <= 0 {
-		return fail("cache size must be positive and non zero")
-	}
-	if o.ttlSet && o.cacheTTL <= 0 {
-		return fail("cache timeout must be positive")
-	}
-	if o.readTimeout <= 0 || o.drainTimeout <= 0 || o.requestTimeout <= 0 {
-		return fail("timeouts must be positive")
-	}
-	if o.maxConns <= 0 {
-		return fail("--max-conns must be positive")
-	}
+
 	level := slog.LevelInfo
-	if o.debug || o.verbose {
+	if o.debug || o.verbose || c.LogLevel > 0 {
 		level = slog.LevelDebug
 	}
 	lh := daemon.NewLogHandler("saslauthd", true, stderr, level)
 	logger := slog.New(lh)
 	srv := &daemon.Server{
 		Logger:         logger,
-		ReadTimeout:    o.readTimeout,
-		DrainTimeout:   o.drainTimeout,
-		RequestTimeout: o.requestTimeout,
-		MaxInFlight:    o.procs,
-		MaxConns:       o.maxConns,
-		JoinRealm:      o.joinRealm,
+		ReadTimeout:    c.ReadTimeout,
+		DrainTimeout:   c.DrainTimeout,
+		RequestTimeout: c.RequestTimeout,
+		MaxInFlight:    c.Procs,
+		MaxConns:       c.MaxConns,
 	}
-	if o.cache {
-		// -s defaults to saslauthd's table: 1711 slots x 6 buckets x 96 bytes
-		srv.Cache = daemon.NewCache(o.cacheKiB*1024/daemon.CacheEntryBytes, time.Duration(o.cacheTTL)*time.Second)
+	if c.Cache {
+		// -s KiB in saslauthd's 96-byte buckets (default 1711 slots x 6)
+		srv.Cache = daemon.NewCacheWith(daemon.CacheConfig{
+			MaxEntries:  c.CacheSizeKiB * 1024 / daemon.CacheEntryBytes,
+			TTL:         c.CacheTTL,
+			NegativeTTL: c.CacheNegativeTTL,
+			StaleTTL:    c.CacheStaleTTL,
+		})
 	}
-	mopts := mechs.Options{Option: o.option, Values: map[string]string{
-		"sasldb_path": o.sasldbPath,
-		"pam_mode":    o.pamMode,
-		// saslauthd runs -n processes, each doing one PAM transaction;
-		// -n 0 (no cap, saslauthd forks per request) keeps the default pool
-		"pam_workers": strconv.Itoa(cmp.Or(o.procs, 5)),
-	}}
-	build := func(l *slog.Logger) (mechs.Mechanism, error) {
-		steps := make([]mechs.Mechanism, 0, len(names))
-		for _, n := range names {
-			m, err := mechs.New(n, mopts, l)
-			if err != nil {
-				for _, s := range steps {
-					if c, ok := s.(io.Closer); ok {
-						c.Close()
-					}
-				}
-				return nil, err // mechs.New says "failed to initialize mechanism NAME: ..."
+	if c.FailureDelay > 0 || c.PenaltyBase > 0 {
+		tc := throttle.DefaultConfig()
+		tc.FailureDelay, tc.PenaltyBase, tc.PenaltyMax, tc.Decay = c.FailureDelay, c.PenaltyBase, c.PenaltyMax, c.PenaltyDecay
+		tc.Trusted = c.TrustedNetworks
+		srv.Throttle = throttle.New(tc, nil)
+	}
+	first := c
+	build := func(l *slog.Logger) (*daemon.Policy, error) {
+		cur := first
+		if cur == nil { // a reload: read the file again
+			var err error
+			if cur, err = o.loadConfig(); err != nil {
+				return nil, err
 			}
-			steps = append(steps, m)
+			for _, k := range c.Diff(cur) {
+				if restartOnly[k] {
+					l.Warn("config: " + k + " changed; it takes effect at the next restart")
+				}
+			}
 		}
-		return mechs.NewChain(l, steps...), nil
+		first = nil
+		return policy(cur, l)
 	}
 	return daemon.Config{
-		RunDir:     o.runDir,
+		RunDir:     c.RunDir,
 		Foreground: o.debug || o.foreground,
 		Server:     srv,
 		Build:      build,
 		Log:        lh,
 		Settings: []string{
-			"num_procs  : " + strconv.Itoa(o.procs),
-			"mech_option: " + o.option,
-			"run_path   : " + o.runDir,
-			"auth_mech  : " + strings.Join(names, ","),
+			"num_procs  : " + strconv.Itoa(c.Procs),
+			"mech_option: " + c.MechOption,
+			"run_path   : " + c.RunDir,
+			"auth_mech  : " + strings.Join(c.Mech, ","),
 		},
 	}, -1
 }

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net/netip"
 	"os"
 	"strconv"
 	"strings"
@@ -42,9 +43,17 @@ type Config struct {
 	DrainTimeout   time.Duration // drain_timeout
 	RequestTimeout time.Duration // request_timeout
 
-	Cache        bool          // cache
-	CacheSizeKiB int           // cache_size_kib
-	CacheTTL     time.Duration // cache_ttl
+	Cache            bool          // cache
+	CacheSizeKiB     int           // cache_size_kib
+	CacheTTL         time.Duration // cache_ttl
+	CacheNegativeTTL time.Duration // cache_negative_ttl
+	CacheStaleTTL    time.Duration // cache_stale_ttl
+
+	FailureDelay    time.Duration  // failure_delay
+	PenaltyBase     time.Duration  // auth_penalty_base
+	PenaltyMax      time.Duration  // auth_penalty_max
+	PenaltyDecay    time.Duration  // auth_penalty_decay
+	TrustedNetworks []netip.Prefix // trusted_networks
 
 	RealmSplit     bool     // realm_split
 	DefaultRealm   string   // default_realm
@@ -59,6 +68,10 @@ type Config struct {
 	ServiceMech []Mapping // service_mech, in file order; To is a canonical chain
 
 	LogLevel int // log_level
+
+	// MechValues holds the mechanisms' own keys (rimap_tls, ...), passed
+	// to them as mechs.Options.Values.
+	MechValues map[string]string
 
 	name string         // the file's name, for errors
 	set  map[string]int // key -> the first line that set it

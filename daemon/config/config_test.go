@@ -64,6 +64,7 @@ func TestParseFullFile(t *testing.T) {
 		RunDir: "/var/spool/postfix/var/run/saslauthd", Procs: 0, MaxConns: 100,
 		ReadTimeout: 5 * time.Second, DrainTimeout: 90 * time.Second, RequestTimeout: 2 * time.Minute,
 		Cache: true, CacheSizeKiB: 2048, CacheTTL: time.Hour,
+		FailureDelay: 2 * time.Second, PenaltyBase: 2 * time.Second, PenaltyMax: 15 * time.Second, PenaltyDecay: 5 * time.Minute,
 		RealmSplit: true, DefaultRealm: "Example.COM", RealmLowercase: true, LoginLowercase: true,
 		LoginChars: "abcdefghijklmnopqrstuvwxyz0123456789.-_@ü",
 		RealmStrip: []string{"example.com", "example.net", "example.org"}, RealmJoin: true,
@@ -441,6 +442,9 @@ func TestKeysTable(t *testing.T) {
 	}
 	want := []string{"mech", "mech_option", "sasldb_path", "pam_mode", "run_dir", "procs", "max_conns",
 		"read_timeout", "drain_timeout", "request_timeout", "cache", "cache_size_kib", "cache_ttl",
+		"cache_negative_ttl", "cache_stale_ttl", "failure_delay", "auth_penalty_base", "auth_penalty_max",
+		"auth_penalty_decay", "trusted_networks", "rimap_hosts", "rimap_tls", "rimap_ca_file", "rimap_server_name",
+		"rimap_tls_verify", "rimap_connect_timeout", "rimap_command_timeout", "rimap_pool_size", "rimap_pool_idle",
 		"realm_split", "default_realm", "realm_lowercase", "login_lowercase", "login_chars", "realm_strip",
 		"realm_join", "service_map", "service_mech", "log_level"}
 	if !slices.Equal(names, want) {

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"net/netip"
 	"path/filepath"
 	"regexp"
 	"slices"
@@ -99,6 +100,40 @@ var keys = []Key{
 	{Name: "cache_ttl", Flag: "-t", Default: "8h", Restart: true, Doc: "saslauthd's -t: how long a cached " +
 		"login lives, from the back end's success (a hit does not extend it).",
 		v: durationValue(func(c *Config) *time.Duration { return &c.CacheTTL })},
+	{Name: "cache_negative_ttl", Default: "0", Restart: true, Doc: "How long a rejected password is " +
+		"remembered, so that the same wrong password repeated does not reach the back end (another " +
+		"password still does). 0: off, as saslauthd.",
+		v: offDurationValue(func(c *Config) *time.Duration { return &c.CacheNegativeTTL })},
+	{Name: "cache_stale_ttl", Default: "0", Restart: true, Doc: "When the back end cannot answer " +
+		"(TEMPFAIL), a cached login younger than this still answers OK. 0: off.",
+		v: offDurationValue(func(c *Config) *time.Duration { return &c.CacheStaleTTL })},
+
+	// brute-force throttling
+	{Name: "failure_delay", Default: "2s", Doc: "Wait before every NO (jittered by a quarter either way), " +
+		"without holding a worker. 0: answer at once, as saslauthd.",
+		v: offDurationValue(func(c *Config) *time.Duration { return &c.FailureDelay })},
+	{Name: "auth_penalty_base", Default: "2s", Doc: "Extra wait after a client address's or a login's " +
+		"first failure; it doubles with each further failure up to auth_penalty_max and halves with " +
+		"every auth_penalty_decay of quiet. The same wrong password repeated does not grow it. 0: off.",
+		v: offDurationValue(func(c *Config) *time.Duration { return &c.PenaltyBase })},
+	{Name: "auth_penalty_max", Default: "15s", Doc: "The largest penalty.",
+		v: offDurationValue(func(c *Config) *time.Duration { return &c.PenaltyMax })},
+	{Name: "auth_penalty_decay", Default: "5m", Doc: "Quiet time that halves a penalty.",
+		v: durationValue(func(c *Config) *time.Duration { return &c.PenaltyDecay })},
+	{Name: "trusted_networks", Repeatable: true, Doc: "Client networks (CIDR, e.g. 127.0.0.0/8 ::1/128) " +
+		"never delayed nor penalised. The client address comes from the request's fifth field.",
+		v: prefixesValue{}},
+
+	// passed to the rimap mechanism, which checks them at start and on reload
+	{Name: "rimap_hosts", Doc: "More IMAP servers, host[/port] separated by spaces or commas, tried in order after -O's (a server that cannot be reached before LOGIN is sent is skipped).", v: mechValue("rimap_hosts")},
+	{Name: "rimap_tls", Doc: "none (saslauthd's plaintext), starttls, or implicit (port 993 unless given).", v: mechValue("rimap_tls")},
+	{Name: "rimap_ca_file", Doc: "PEM file of the CAs that sign the IMAP server's certificate; default: the system's roots.", v: mechValue("rimap_ca_file")},
+	{Name: "rimap_server_name", Doc: "The name the IMAP server's certificate must carry; default: the host as configured.", v: mechValue("rimap_server_name")},
+	{Name: "rimap_tls_verify", Doc: "yes (default) or no; no accepts any certificate and is logged as a warning.", v: mechValue("rimap_tls_verify")},
+	{Name: "rimap_connect_timeout", Doc: "Bound on resolving and connecting to one IMAP server (default 5s).", v: mechValue("rimap_connect_timeout")},
+	{Name: "rimap_command_timeout", Doc: "Bound on the greeting, STARTTLS and each LOGIN (default 10s).", v: mechValue("rimap_command_timeout")},
+	{Name: "rimap_pool_size", Doc: "Connections kept connected, greeted and handshaken, so a request pays only for LOGIN (default 4; 0: one connection per request, as saslauthd).", v: mechValue("rimap_pool_size")},
+	{Name: "rimap_pool_idle", Doc: "How long a ready connection may wait unused (default 30s).", v: mechValue("rimap_pool_idle")},
 
 	// request rewriting, in the order the rules run
 	{Name: "realm_split", Default: "no", Doc: "Split a login typed as user@domain at the last @ into login " +
@@ -132,9 +167,10 @@ var keys = []Key{
 		v: servicesValue{}},
 
 	// logging
-	{Name: "log_level", Default: "0", Doc: "The login-debug level: 0 saslauthd's log lines only; 1 also each " +
-		"request's rewrite trace and each mechanism's verdict; 2 also the back ends' detail. " +
-		"Passwords are never logged.",
+	{Name: "log_level", Default: "0", Doc: "The login-debug level, as Courier's DEBUG_LOGIN: 0 saslauthd's " +
+		"log lines only; 1 also, for each request, the realm and service rewrites, each mechanism tried " +
+		"and its verdict, and cache hits; 2 also the PASSWORDS, with a warning at start-up and on every " +
+		"line: for a short debugging session only.",
 		v: intValue{func(c *Config) *int { return &c.LogLevel }, 0, 2}},
 }
 
@@ -590,3 +626,83 @@ func checkChars(s string) error {
 	}
 	return nil
 }
+
+// ---- a duration where 0 means off
+
+type offDurationValue func(*Config) *time.Duration
+
+func (offDurationValue) kind() string { return "duration" }
+func (offDurationValue) syntax() string {
+	return "a duration (2s, 1m, 24h), whole seconds, or 0 for off"
+}
+
+func (p offDurationValue) parse(c *Config, s string, _ int) error {
+	if d, err := time.ParseDuration(s); (err == nil && d == 0) || (s != "" && strings.Trim(s, "0") == "") {
+		*p(c) = 0
+		return nil
+	}
+	d, err := ParseDuration(s)
+	if err != nil {
+		return errors.New("want " + offDurationValue(nil).syntax())
+	}
+	*p(c) = d
+	return nil
+}
+
+func (p offDurationValue) format(c *Config) []string {
+	if *p(c) == 0 {
+		return []string{"0"}
+	}
+	return []string{FormatDuration(*p(c))}
+}
+
+// ---- network prefixes
+
+type prefixesValue struct{}
+
+func (prefixesValue) kind() string   { return "networks" }
+func (prefixesValue) syntax() string { return "CIDR prefixes separated by commas or spaces" }
+
+func (prefixesValue) parse(c *Config, s string, _ int) error {
+	for _, f := range strings.FieldsFunc(s, func(r rune) bool { return r == ',' || r == ' ' || r == '\t' }) {
+		p, err := netip.ParsePrefix(f)
+		if err != nil {
+			a, aerr := netip.ParseAddr(f)
+			if aerr != nil {
+				return fmt.Errorf("want %s: %q is not one", prefixesValue{}.syntax(), f)
+			}
+			p = netip.PrefixFrom(a, a.BitLen())
+		}
+		c.TrustedNetworks = append(c.TrustedNetworks, p.Masked())
+	}
+	return nil
+}
+
+func (prefixesValue) format(c *Config) []string {
+	var out []string
+	for _, p := range c.TrustedNetworks {
+		out = append(out, p.String())
+	}
+	if len(out) == 0 {
+		return nil
+	}
+	return []string{strings.Join(out, " ")}
+}
+
+// ---- a mechanism's own setting, passed through as text: the mechanism
+// checks it when it is built, at start and on SIGHUP
+
+type mechValue string
+
+func (mechValue) kind() string   { return "string" }
+func (mechValue) syntax() string { return "see the mechanism's documentation" }
+
+func (k mechValue) parse(c *Config, s string, _ int) error {
+	if c.MechValues == nil {
+		c.MechValues = map[string]string{}
+	}
+	c.MechValues[string(k)] = s
+	return nil
+}
+
+func (k mechValue) format(c *Config) []string { return nonEmpty(c.MechValues[string(k)]) }
