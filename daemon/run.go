@@ -10,7 +10,6 @@ import (
 	"strconv"
 	"syscall"
 	"time"
-
 )
 
 // Exit codes of a start, as saslauthd's parent reports them.
@@ -187,7 +186,6 @@ func serve(cfg Config, status func(int)) int {
 		}
 	}
 }
-
 
 // quietStdio points stdin, stdout and stderr at /dev/null, as a daemon's
 // must be once the parent has gone.

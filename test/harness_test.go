@@ -204,4 +204,3 @@ func run(t *testing.T, argv0 string, prog string, args ...string) (string, strin
 	}
 	return so.String(), se.String(), cmd.ProcessState.ExitCode()
 }
-
