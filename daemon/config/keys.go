@@ -109,18 +109,18 @@ var keys = []Key{
 		v: offDurationValue(func(c *Config) *time.Duration { return &c.CacheStaleTTL })},
 
 	// brute-force throttling
-	{Name: "failure_delay", Default: "2s", Doc: "Wait before every NO (jittered by a quarter either way), " +
+	{Name: "failure_delay", Restart: true, Default: "2s", Doc: "Wait before every NO (jittered by a quarter either way), " +
 		"without holding a worker. 0: answer at once, as saslauthd.",
 		v: offDurationValue(func(c *Config) *time.Duration { return &c.FailureDelay })},
-	{Name: "auth_penalty_base", Default: "2s", Doc: "Extra wait after a client address's or a login's " +
+	{Name: "auth_penalty_base", Restart: true, Default: "2s", Doc: "Extra wait after a client address's or a login's " +
 		"first failure; it doubles with each further failure up to auth_penalty_max and halves with " +
 		"every auth_penalty_decay of quiet. The same wrong password repeated does not grow it. 0: off.",
 		v: offDurationValue(func(c *Config) *time.Duration { return &c.PenaltyBase })},
-	{Name: "auth_penalty_max", Default: "15s", Doc: "The largest penalty.",
+	{Name: "auth_penalty_max", Restart: true, Default: "15s", Doc: "The largest penalty.",
 		v: offDurationValue(func(c *Config) *time.Duration { return &c.PenaltyMax })},
-	{Name: "auth_penalty_decay", Default: "5m", Doc: "Quiet time that halves a penalty.",
+	{Name: "auth_penalty_decay", Restart: true, Default: "5m", Doc: "Quiet time that halves a penalty.",
 		v: durationValue(func(c *Config) *time.Duration { return &c.PenaltyDecay })},
-	{Name: "trusted_networks", Repeatable: true, Doc: "Client networks (CIDR, e.g. 127.0.0.0/8 ::1/128) " +
+	{Name: "trusted_networks", Restart: true, Repeatable: true, Doc: "Client networks (CIDR, e.g. 127.0.0.0/8 ::1/128) " +
 		"never delayed nor penalised. The client address comes from the request's fifth field.",
 		v: prefixesValue{}},
 
