@@ -48,7 +48,8 @@ lint:
 
 # FUZZ_TARGETS: package:target pairs, one native fuzz target per parser.
 FUZZ_TARGETS := ./protocol/:FuzzReadRequest ./protocol/:FuzzReadReply ./mechs/sasldb/:FuzzParse \
-	./mechs/pam/:FuzzDecode ./daemon/config/:FuzzParse ./daemon/rewrite/:FuzzApply
+	./mechs/pam/:FuzzDecode ./mechs/rimap/:FuzzLoginCommand ./mechs/rimap/:FuzzClassify \
+	./daemon/config/:FuzzParse ./daemon/rewrite/:FuzzApply
 
 fuzz:
 	@set -e; for t in $(FUZZ_TARGETS); do \
