@@ -7,6 +7,7 @@ import (
 	"crypto/sha256"
 	"encoding/binary"
 	"hash"
+	"hash/maphash"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -56,6 +57,7 @@ type Cache struct {
 	max                   int
 	key                   [32]byte
 	macs                  sync.Pool        // of *macState
+	idSeed                maphash.Seed     // for entryID and userID
 	now                   func() time.Time // tests replace it
 
 	mu      sync.Mutex
@@ -122,14 +124,20 @@ func NewCacheWith(cfg CacheConfig) *Cache {
 		panic("daemon: no randomness for the cache key: " + err.Error())
 	}
 	c.macs.New = func() any { return &macState{h: hmac.New(sha256.New, c.key[:])} }
+	c.idSeed = maphash.MakeSeed()
 	c.lru.prev, c.lru.next = &c.lru, &c.lru
 	return c
 }
 
 type (
-	entryID [sha256.Size]byte // HMAC of (login, realm, service)
-	userID  [sha256.Size]byte // HMAC of (login, realm)
-	pwMAC   [sha256.Size]byte // HMAC of (userID, password)
+	// entryID and userID name an entry and a user by a keyed 128-bit hash
+	// (two maphash sums under seeds drawn at start): they hold no login, and
+	// are cheap, since a cache hit must cost less than the back end it
+	// saves. Their collisions cannot authenticate anyone: the password MAC
+	// covers the whole (login, realm, password).
+	entryID [16]byte          // of (login, realm, service)
+	userID  [16]byte          // of (login, realm)
+	pwMAC   [sha256.Size]byte // HMAC-SHA-256 of (login, realm, password)
 )
 
 type entry struct {
@@ -528,13 +536,26 @@ func (m *macState) sum(out []byte, fields ...string) {
 
 // keysOf computes the HMACs of a request.
 func (c *Cache) keysOf(req mechs.Request) cacheKeys {
+	var k cacheKeys
+	c.idSum(k.user[:], req.Login, req.Realm)
+	c.idSum(k.id[:], req.Login, req.Realm, req.Service)
 	m := c.macs.Get().(*macState)
 	defer c.macs.Put(m)
-	var k cacheKeys
-	m.sum(k.user[:], "user", req.Login, req.Realm)
-	m.sum(k.id[:], "entry", string(k.user[:]), req.Service)
-	m.sum(k.mac[:], "password", string(k.user[:]), req.Password.Reveal())
+	m.sum(k.mac[:], "password", req.Login, req.Realm, req.Password.Reveal())
 	return k
+}
+
+// idSum writes the keyed 64-bit hash of the length-framed fields to out.
+func (c *Cache) idSum(out []byte, fields ...string) {
+	var h maphash.Hash
+	h.SetSeed(c.idSeed)
+	for _, f := range fields {
+		var n [8]byte
+		binary.BigEndian.PutUint64(n[:], uint64(len(f)))
+		h.Write(n[:])
+		h.WriteString(f)
+	}
+	binary.BigEndian.PutUint64(out, h.Sum64())
 }
 
 // legacyGen is the generation of Lookup and Store, which know none.
