@@ -177,7 +177,10 @@ func New(opts mechs.Options, logger *slog.Logger) (*Mech, error) {
 	}
 	m := &Mech{cfg: cfg, logger: logger, logged: map[string]time.Time{}}
 	if cfg.TLS != TLSNone {
-		base := &tls.Config{MinVersion: tls.VersionTLS12}
+		// Session resumption: every accepted LOGIN uses up its connection,
+		// so handshakes are frequent; a resumed one skips the certificate
+		// exchange and its public-key work.
+		base := &tls.Config{MinVersion: tls.VersionTLS12, ClientSessionCache: tls.NewLRUClientSessionCache(64)}
 		if cfg.CAFile != "" {
 			pem, err := os.ReadFile(cfg.CAFile)
 			if err != nil {
