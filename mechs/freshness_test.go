@@ -10,6 +10,7 @@ import (
 
 	"github.com/saslgate/saslgate/mechs"
 	"github.com/saslgate/saslgate/mechs/getpwent"
+	"github.com/saslgate/saslgate/mechs/internal/unixpw/unixpwtest"
 	"github.com/saslgate/saslgate/mechs/mechstest"
 	"github.com/saslgate/saslgate/mechs/sasldb"
 	"github.com/saslgate/saslgate/mechs/shadow"
@@ -237,6 +238,9 @@ func TestFreshness_SystemFiles(t *testing.T) {
 		{"getpwent", func() (mechs.Mechanism, error) { return getpwent.New(mechs.Options{}, nil) }},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
+			// other test packages create users meanwhile: hold the lock they
+			// take, so that the files change only under our own eyes
+			unixpwtest.Lock(t)
 			m, err := tc.new()
 			if err != nil {
 				t.Skip(err)

@@ -74,10 +74,11 @@ var dummySetting = func() string {
 	return s
 }()
 
-// slots bounds the crypt calls running at once. A hash is pure CPU work, so
-// running more at once than there are CPUs gains nothing, while each call
-// holds an OS thread and, for yescrypt, 16 MiB of memory.
-var slots = make(chan struct{}, max(2, runtime.GOMAXPROCS(0)))
+// slots bounds the crypt calls running at once: each holds an OS thread
+// and, for yescrypt, 16 MiB of memory. Twice the CPUs, because yescrypt is
+// memory-bound: a CPU waiting on memory for one hash can run another, and
+// measured against Cyrus's 5 processes a cap of one per CPU lost throughput.
+var slots = make(chan struct{}, max(4, 2*runtime.GOMAXPROCS(0)))
 
 // Verify reports whether password matches hash, a crypt(3) string of any
 // format libxcrypt supports. It is false for a hash libxcrypt refuses: a
