@@ -202,7 +202,7 @@ func (s *Server) authenticate(preq protocol.Request) string {
 		// the generation is read before the back end runs: an entry never
 		// claims data newer than what the back end saw
 		gen := mechs.GenUnknown
-		if f := ps.fresh[rw.Chain]; f != nil {
+		if f := ps.fresh[rw.Chain]; f != nil && s.Cache != nil { // stats files: only for -c
 			gen = f.Generation()
 		}
 		res, outcome = s.Cache.Do(ctx, lg, gen, func(ctx context.Context) mechs.Result {
