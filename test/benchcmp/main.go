@@ -96,7 +96,7 @@ func main() {
 	bin := flag.String("bin", "bin/saslgate", "saslgate binary")
 	outPath := flag.String("out", "BENCHMARKS.md", "report to write")
 	dur := flag.Duration("d", 3*time.Second, "duration of one measurement")
-	rounds := flag.Int("rounds", 3, "alternating rounds per point (the median is reported)")
+	rounds := flag.Int("rounds", 5, "alternating rounds per point (the median is reported)")
 	concs := flag.String("c", "1,8,64", "concurrency levels")
 	only := flag.String("only", "", "comma-separated scenarios to run (default: all)")
 	flag.Parse()
