@@ -226,7 +226,7 @@ func (m *PAM) Name() string { return name }
 // happened.
 func (m *PAM) Authenticate(ctx context.Context, req mechs.Request) (mechs.Result, error) {
 	if err := ctx.Err(); err != nil {
-		return tempFail(replyAuth, err.Error()), nil
+		return mechs.TempFailed(replyAuth, err.Error()), nil
 	}
 	r := &txnRequest{
 		Service:  req.Service,
@@ -245,7 +245,7 @@ func (m *PAM) Authenticate(ctx context.Context, req mechs.Request) (mechs.Result
 		res, err = m.inProcess(ctx, r)
 	}
 	if err != nil {
-		return tempFail(replyAuth, err.Error()), nil
+		return mechs.TempFailed(replyAuth, err.Error()), nil
 	}
 	return result(res), nil
 }
@@ -263,19 +263,15 @@ func result(r txnResult) mechs.Result {
 	case stageOK:
 		return mechs.Result{Verdict: mechs.Accept, Reply: replyOK}
 	case stageStart:
-		return tempFail(replyStart, "pam_start: "+r.Msg)
+		return mechs.TempFailed(replyStart, "pam_start: "+r.Msg)
 	case stageItem:
-		return tempFail(replyStart, "pam_set_item(PAM_RHOST): "+r.Msg)
+		return mechs.TempFailed(replyStart, "pam_set_item(PAM_RHOST): "+r.Msg)
 	case stageAuth:
 		return mechs.Result{Verdict: verdict(r), Reply: replyAuth, Reason: "pam_authenticate: " + r.Msg}
 	case stageAcct:
 		return mechs.Result{Verdict: verdict(r), Reply: replyAcct, Reason: "pam_acct_mgmt: " + r.Msg}
 	}
-	return tempFail(replyAuth, fmt.Sprintf("unknown transaction stage %d", r.Stage))
-}
-
-func tempFail(reply, reason string) mechs.Result {
-	return mechs.Result{Verdict: mechs.TempFail, Reply: reply, Reason: reason}
+	return mechs.TempFailed(replyAuth, fmt.Sprintf("unknown transaction stage %d", r.Stage))
 }
 
 // inProcess runs the transaction in this process, at most cap(m.sem) at a

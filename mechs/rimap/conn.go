@@ -83,7 +83,7 @@ type outcome struct {
 func dialServer(ctx context.Context, s Server, cfg Config, tc *tls.Config) (c *conn, res mechs.Result, cfgErr bool) {
 	addrs, err := resolve(ctx, s.Host, cfg.ConnectTimeout)
 	if err != nil {
-		return nil, tempFail(ReplyNoContact, fmt.Sprintf("resolve %s: %v", s.Host, err)), false
+		return nil, mechs.TempFailed(ReplyNoContact, fmt.Sprintf("resolve %s: %v", s.Host, err)), false
 	}
 	var fails []string
 	var nc net.Conn
@@ -102,7 +102,7 @@ func dialServer(ctx context.Context, s Server, cfg Config, tc *tls.Config) (c *c
 	}
 	if nc == nil {
 		fails = append(fails, fmt.Sprintf("couldn't connect to %s/%d", s.Host, s.Port))
-		return nil, tempFail(ReplyNoContact, strings.Join(fails, "; ")), false
+		return nil, mechs.TempFailed(ReplyNoContact, strings.Join(fails, "; ")), false
 	}
 	c = &conn{nc: nc, raw: nc, br: bufio.NewReaderSize(nc, 4096), where: where}
 	stop := c.guard(ctx, cfg.CommandTimeout)
@@ -110,7 +110,7 @@ func dialServer(ctx context.Context, s Server, cfg Config, tc *tls.Config) (c *c
 	if !stop() {
 		ok = false
 		if res.Reply == "" {
-			res = tempFail(ReplyUnexpected, c.where+": "+context.Cause(ctx).Error())
+			res = mechs.TempFailed(ReplyUnexpected, c.where+": "+context.Cause(ctx).Error())
 		}
 	}
 	if !ok {
@@ -158,7 +158,7 @@ func (c *conn) open(ctx context.Context, mode TLSMode, tc *tls.Config) (res mech
 	case mode == TLSNone && c.caps.loginDisabled:
 		// The server says it will not take LOGIN in the clear: sending the
 		// password anyway would expose it for nothing.
-		return tempFail(ReplyUnexpected, c.where+" advertises LOGINDISABLED: it wants TLS first ("+
+		return mechs.TempFailed(ReplyUnexpected, c.where+" advertises LOGINDISABLED: it wants TLS first ("+
 			KeyTLS+"=starttls or implicit)"), true, false
 	}
 	return mechs.Result{}, false, true
@@ -171,20 +171,20 @@ func (c *conn) greet() (mechs.Result, bool) {
 	if err != nil {
 		switch {
 		case errors.Is(err, errTooLong):
-			return tempFail(ReplySync, fmt.Sprintf("read (banner) from %s: more than %d bytes", c.where, maxResponse)), false
+			return mechs.TempFailed(ReplySync, fmt.Sprintf("read (banner) from %s: more than %d bytes", c.where, maxResponse)), false
 		case isEOF(err) || isTimeout(err):
 			// saslauthd's read_response returns 0 for both: an empty
 			// greeting, which is not "* OK".
-			return tempFail(ReplyUnexpected, fmt.Sprintf("unexpected response during initial handshake with %s: none (%v)", c.where, netErr(err))), false
+			return mechs.TempFailed(ReplyUnexpected, fmt.Sprintf("unexpected response during initial handshake with %s: none (%v)", c.where, netErr(err))), false
 		}
-		return tempFail(ReplySync, fmt.Sprintf("read (banner) from %s: %v", c.where, netErr(err))), false
+		return mechs.TempFailed(ReplySync, fmt.Sprintf("read (banner) from %s: %v", c.where, netErr(err))), false
 	}
 	text := firstLine(line)
 	switch {
 	case strings.HasPrefix(text, "* NO"), strings.HasPrefix(text, "* BYE"):
-		return tempFail(ReplyUnavailable, fmt.Sprintf("%s is unavailable: %s", c.where, printable(text))), false
+		return mechs.TempFailed(ReplyUnavailable, fmt.Sprintf("%s is unavailable: %s", c.where, printable(text))), false
 	case !strings.HasPrefix(text, "* OK"):
-		return tempFail(ReplyUnexpected, fmt.Sprintf("unexpected response during initial handshake with %s: %s", c.where, printable(text))), false
+		return mechs.TempFailed(ReplyUnexpected, fmt.Sprintf("unexpected response during initial handshake with %s: %s", c.where, printable(text))), false
 	}
 	c.caps = parseCaps(text)
 	// saslauthd reads the greeting in one go and drops whatever came with
@@ -197,29 +197,29 @@ func (c *conn) greet() (mechs.Result, bool) {
 // startTLS sends STARTTLS and secures the connection.
 func (c *conn) startTLS(ctx context.Context, tc *tls.Config) (mechs.Result, bool, bool) {
 	if _, err := io.WriteString(c.nc, tag+" STARTTLS\r\n"); err != nil {
-		return tempFail(ReplyInternal, fmt.Sprintf("writev %s STARTTLS to %s: %v", tag, c.where, netErr(err))), false, false
+		return mechs.TempFailed(ReplyInternal, fmt.Sprintf("writev %s STARTTLS to %s: %v", tag, c.where, netErr(err))), false, false
 	}
 	for {
 		line, err := c.readLine()
 		if err != nil {
-			return tempFail(ReplyUnexpected, fmt.Sprintf("STARTTLS on %s: %v", c.where, netErr(err))), false, false
+			return mechs.TempFailed(ReplyUnexpected, fmt.Sprintf("STARTTLS on %s: %v", c.where, netErr(err))), false, false
 		}
 		text := firstLine(line)
 		switch {
 		case strings.HasPrefix(text, tag+" OK"):
 		case strings.HasPrefix(text, tag+" "):
-			return tempFail(ReplyUnexpected, fmt.Sprintf("%s refused STARTTLS: %s", c.where, printable(text))), true, false
+			return mechs.TempFailed(ReplyUnexpected, fmt.Sprintf("%s refused STARTTLS: %s", c.where, printable(text))), true, false
 		case strings.HasPrefix(text, "* "):
 			continue
 		default:
-			return tempFail(ReplyUnexpected, fmt.Sprintf("unexpected response to STARTTLS from %s: %s", c.where, printable(text))), false, false
+			return mechs.TempFailed(ReplyUnexpected, fmt.Sprintf("unexpected response to STARTTLS from %s: %s", c.where, printable(text))), false, false
 		}
 		break
 	}
 	if c.br.Buffered() > 0 {
 		// Bytes sent in the clear after the OK would be read as if they
 		// came through TLS (CVE-2011-0411 and friends).
-		return tempFail(ReplyUnexpected, c.where+" sent data after its STARTTLS reply"), false, false
+		return mechs.TempFailed(ReplyUnexpected, c.where+" sent data after its STARTTLS reply"), false, false
 	}
 	c.caps = caps{} // RFC 3501 6.2.1: forget what was said in the clear
 	return c.handshake(ctx, tc)
@@ -229,7 +229,7 @@ func (c *conn) handshake(ctx context.Context, tc *tls.Config) (mechs.Result, boo
 	t := tls.Client(c.raw, tc)
 	if err := t.HandshakeContext(ctx); err != nil {
 		cfgErr := isCertError(err)
-		return tempFail(ReplyNoContact, fmt.Sprintf("TLS handshake with %s: %v", c.where, netErr(err))), cfgErr, false
+		return mechs.TempFailed(ReplyNoContact, fmt.Sprintf("TLS handshake with %s: %v", c.where, netErr(err))), cfgErr, false
 	}
 	c.nc, c.secure = t, true
 	c.br.Reset(t)
@@ -272,7 +272,7 @@ func (c *conn) login(ctx context.Context, timeout time.Duration, login, password
 		if _, err := c.nc.Write(seg); err != nil {
 			// A write that fails leaves the command without its final
 			// CRLF: the server has not run it, so it may be retried.
-			return outcome{res: tempFail(ReplyInternal, fmt.Sprintf("writev %s LOGIN to %s: %v", tag, c.where, netErr(err))), retry: true}
+			return outcome{res: mechs.TempFailed(ReplyInternal, fmt.Sprintf("writev %s LOGIN to %s: %v", tag, c.where, netErr(err))), retry: true}
 		}
 		if i == len(segs)-1 {
 			break
@@ -329,11 +329,11 @@ func (c *conn) reply() outcome {
 func (c *conn) readFailure(err error) outcome {
 	switch {
 	case errors.Is(err, errTooLong):
-		return outcome{res: tempFail(ReplyInternal, fmt.Sprintf("read (response) from %s: more than %d bytes", c.where, maxResponse))}
+		return outcome{res: mechs.TempFailed(ReplyInternal, fmt.Sprintf("read (response) from %s: more than %d bytes", c.where, maxResponse))}
 	case isEOF(err) || isTimeout(err):
-		return outcome{res: tempFail(ReplyUnexpected, fmt.Sprintf("unexpected response to auth request from %s: none (%v)", c.where, netErr(err))), logout: true}
+		return outcome{res: mechs.TempFailed(ReplyUnexpected, fmt.Sprintf("unexpected response to auth request from %s: none (%v)", c.where, netErr(err))), logout: true}
 	}
-	return outcome{res: tempFail(ReplyInternal, fmt.Sprintf("read (response) from %s: %v", c.where, netErr(err)))}
+	return outcome{res: mechs.TempFailed(ReplyInternal, fmt.Sprintf("read (response) from %s: %v", c.where, netErr(err)))}
 }
 
 type status uint8
@@ -385,16 +385,16 @@ func (c *conn) classified(st status, line string) outcome {
 		case strings.HasPrefix(code, "[UNAVAILABLE]"):
 			// RFC 5530: the server's own back end is down; not a verdict
 			// on the password
-			return outcome{res: tempFail(ReplyUnavailable, fmt.Sprintf("%s: %s", c.where, printable(line))), logout: true}
+			return outcome{res: mechs.TempFailed(ReplyUnavailable, fmt.Sprintf("%s: %s", c.where, printable(line))), logout: true}
 		case strings.HasPrefix(code, "[PRIVACYREQUIRED]"):
-			return outcome{res: tempFail(ReplyUnexpected, fmt.Sprintf("%s wants TLS before LOGIN ("+KeyTLS+"=starttls or implicit): %s",
+			return outcome{res: mechs.TempFailed(ReplyUnexpected, fmt.Sprintf("%s wants TLS before LOGIN ("+KeyTLS+"=starttls or implicit): %s",
 				c.where, printable(line))), logout: true, config: true}
 		}
 		return outcome{res: mechs.Result{Verdict: mechs.Reject, Reply: ReplyRejected,
 			Reason: fmt.Sprintf("%s: %s", c.where, printable(line))},
 			keep: clean && c.logins < maxLogins, logout: true}
 	}
-	return outcome{res: tempFail(ReplyUnexpected, fmt.Sprintf("unexpected response to auth request from %s: %s", c.where, printable(line))), logout: true}
+	return outcome{res: mechs.TempFailed(ReplyUnexpected, fmt.Sprintf("unexpected response to auth request from %s: %s", c.where, printable(line))), logout: true}
 }
 
 // loginCommand builds saslauthd's LOGIN command. Each value is a quoted

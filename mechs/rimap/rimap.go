@@ -364,7 +364,7 @@ func (m *Mech) Config() Config { return m.cfg }
 // cannot answer is a TempFail with saslauthd's reply for the case.
 func (m *Mech) Authenticate(ctx context.Context, req mechs.Request) (mechs.Result, error) {
 	if err := ctx.Err(); err != nil {
-		return tempFail(mechs.ReplyInternal, err.Error()), nil
+		return mechs.TempFailed(mechs.ReplyInternal, err.Error()), nil
 	}
 	pw := req.Password.Reveal()
 	var c *conn
@@ -499,10 +499,6 @@ func (m *Mech) logLimited(level slog.Level, msg string) {
 	m.logged[msg] = now
 	m.limMu.Unlock()
 	m.logger.Log(context.Background(), level, msg)
-}
-
-func tempFail(reply, reason string) mechs.Result {
-	return mechs.Result{Verdict: mechs.TempFail, Reply: reply, Reason: reason}
 }
 
 // redact removes the password, bare or quoted, from text that came from
