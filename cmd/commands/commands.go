@@ -65,6 +65,12 @@ func newRootCmd(stdout, stderr io.Writer) *cobra.Command {
 		Args:          cobra.NoArgs,
 	}
 	root.CompletionOptions.DisableDefaultCmd = true
+	// -v and --version, as admins type them after installing the package;
+	// the template is the version command's text, with no template actions
+	root.Version = Version
+	root.SetVersionTemplate(strings.ReplaceAll(versionText(), "{{", `{{"{{"}}`))
+	root.InitDefaultVersionFlag()
+	root.Flags().Lookup("version").Usage = "print saslgate's version and mechanisms"
 	root.AddCommand(newServeCmd("serve", "saslgate serve", stderr), newTestCmd("test", "saslgate test", stdout, stderr),
 		newBenchCmd(stdout, stderr), newVersionCmd(stdout), newDemoCmd(stdout, stderr))
 	return root
@@ -76,11 +82,16 @@ func newVersionCmd(stdout io.Writer) *cobra.Command {
 		Short: "print saslgate's version and mechanisms",
 		Args:  cobra.NoArgs,
 		RunE: func(*cobra.Command, []string) error {
-			fmt.Fprintf(stdout, "saslgate %s (saslauthd %s compatible)\n%s", Version, CompatVersion,
-				strings.TrimPrefix(versionBlock("x"), "x "+CompatVersion+"\n"))
+			fmt.Fprint(stdout, versionText())
 			return nil
 		},
 	}
+}
+
+// versionText is what "saslgate version" and "saslgate -v" print.
+func versionText() string {
+	return fmt.Sprintf("saslgate %s (saslauthd %s compatible)\n%s", Version, CompatVersion,
+		strings.TrimPrefix(versionBlock("x"), "x "+CompatVersion+"\n"))
 }
 
 // getoptError turns pflag's parse errors into getopt's wording, which is

@@ -75,3 +75,40 @@ func TestTestCmd_Usage(t *testing.T) {
 		t.Fatalf("exit %d stdout %q stderr %q", code, out.String(), errb.String())
 	}
 }
+
+// saslgate -v and --version print what "saslgate version" prints, on
+// stdout with exit 0; serve's -v stays saslauthd's version block.
+func TestRoot_VersionFlag(t *testing.T) {
+	run := func(args ...string) (int, string, string) {
+		var out, errb bytes.Buffer
+		code := Main(append([]string{"/usr/sbin/saslgate"}, args...), &out, &errb)
+		return code, out.String(), errb.String()
+	}
+	code, want, stderr := run("version")
+	if code != 0 || !strings.HasPrefix(want, "saslgate "+Version+" (saslauthd "+CompatVersion+" compatible)\nauthentication mechanisms: ") || stderr != "" {
+		t.Fatalf("version: exit %d, stdout %q, stderr %q", code, want, stderr)
+	}
+	tests := []struct {
+		args       []string
+		code       int
+		out, inErr string
+	}{
+		{[]string{"-v"}, 0, want, ""},
+		{[]string{"--version"}, 0, want, ""},
+		{[]string{"serve", "-v"}, 0, "", "saslauthd " + CompatVersion + "\nauthentication mechanisms: "},
+		{[]string{"-x"}, 1, "", "unknown shorthand flag: 'x'"},
+	}
+	for _, tc := range tests {
+		code, out, errs := run(tc.args...)
+		if code != tc.code || out != tc.out || !strings.Contains(errs, tc.inErr) || (tc.inErr == "" && errs != "") {
+			t.Errorf("%v: exit %d, stdout %q, stderr %q; want exit %d, stdout %q, stderr with %q",
+				tc.args, code, out, errs, tc.code, tc.out, tc.inErr)
+		}
+	}
+	// a version holding template syntax is printed as it is
+	defer func(v string) { Version = v }(Version)
+	Version = "1.0-{{.Name}}"
+	if code, out, _ := run("-v"); code != 0 || !strings.HasPrefix(out, "saslgate 1.0-{{.Name}} (") {
+		t.Errorf("-v with braces in the version: exit %d, %q", code, out)
+	}
+}
