@@ -47,7 +47,7 @@ lint:
 	$(GO) vet ./...
 
 # FUZZ_TARGETS: package:target pairs, one native fuzz target per parser.
-FUZZ_TARGETS := ./protocol/:FuzzReadRequest ./protocol/:FuzzReadReply ./mechs/sasldb/:FuzzParse \
+FUZZ_TARGETS := ./protocol/:FuzzReadRequest ./protocol/:FuzzReadReply ./protocol/:FuzzParseCheckpassword ./mechs/sasldb/:FuzzParse \
 	./mechs/pam/:FuzzDecode ./mechs/rimap/:FuzzLoginCommand ./mechs/rimap/:FuzzClassify \
 	./daemon/config/:FuzzParse ./daemon/rewrite/:FuzzApply
 
