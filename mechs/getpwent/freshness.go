@@ -8,10 +8,16 @@ var freshnessFiles = [...]string{"/etc/passwd", "/etc/nsswitch.conf"}
 
 // Generation implements mechs.Freshness: it changes when one of
 // freshnessFiles changes, so that a cache drops this mechanism's answers at
-// once. It costs two stat calls. Users served by another NSS source (nis,
-// ldap, sss) are not tracked: for them the cache's TTL applies.
+// once. It is a mechs.FileWatch (an inotify read, or two stat calls). Users
+// served by another NSS source (nis, ldap, sss) are not tracked: for them
+// the cache's TTL applies.
 func (d *DB) Generation() uint64 {
-	return mechs.FileGeneration(mechs.RacyWindow, freshnessFiles[:]...)
+	return d.fresh.Generation()
+}
+
+// Close releases the file watch.
+func (d *DB) Close() error {
+	return d.fresh.Close()
 }
 
 var _ mechs.Freshness = (*DB)(nil)

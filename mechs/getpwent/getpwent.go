@@ -53,7 +53,8 @@ const shadowed = "x"
 // DB is the getpwent mechanism: the system's passwd database, read as
 // saslauthd reads it. It is safe for concurrent use.
 type DB struct {
-	sys system
+	sys   system
+	fresh *mechs.FileWatch // Generation
 }
 
 // system is what the mechanism asks of the host, a seam so that tests can
@@ -80,7 +81,7 @@ func New(_ mechs.Options, logger *slog.Logger) (*DB, error) {
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)
 	}
-	d := &DB{sys: realSystem}
+	d := &DB{sys: realSystem, fresh: mechs.NewFileWatch(mechs.RacyWindow, freshnessFiles[:]...)}
 	d.warnIfShadowed(logger)
 	return d, nil
 }

@@ -3,13 +3,17 @@ package sasldb
 import "github.com/saslgate/saslgate/mechs"
 
 // Generation implements mechs.Freshness: it changes whenever the sasldb
-// file does (saslpasswd2 rewrites it in place, so mtime and ctime are what
-// move), so that a cache drops this mechanism's answers at once. It is one
-// stat of the file. For RacyWindow after a change, and while the file
-// cannot be stat'ed (other than not existing), it is mechs.GenUnknown and
-// nothing is cached.
+// file does (saslpasswd2 rewrites it in place), so that a cache drops this
+// mechanism's answers at once. It is a mechs.FileWatch: one non-blocking
+// read of an inotify descriptor, or where that cannot be trusted a stat of
+// the file, mechs.GenUnknown for the racy window after a change.
 func (d *DB) Generation() uint64 {
-	return mechs.FileGeneration(d.racy, d.path)
+	return d.fresh.Generation()
+}
+
+// Close releases the file watch.
+func (d *DB) Close() error {
+	return d.fresh.Close()
 }
 
 var _ mechs.Freshness = (*DB)(nil)

@@ -70,6 +70,8 @@ type DB struct {
 
 	racy time.Duration // racyWindow, shortened by tests
 
+	fresh *mechs.FileWatch // Generation
+
 	cur atomic.Pointer[snapshot] // what requests read, lock-free
 	mu  sync.Mutex               // one reload at a time; guards logged
 	// logged is the file state last reported in the log, so that each
@@ -109,7 +111,7 @@ func New(opts mechs.Options, logger *slog.Logger) (*DB, error) {
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)
 	}
-	d := &DB{path: path, logger: logger, racy: racyWindow}
+	d := &DB{path: path, logger: logger, racy: racyWindow, fresh: mechs.NewFileWatch(racyWindow, path)}
 	// saslauthd calls gethostname() per request; the name does not change
 	// under a running mail server, and reading it once keeps a failure
 	// visible at start.

@@ -13,12 +13,13 @@ var freshnessFiles = [...]string{"/etc/passwd", shadowFile, "/etc/nsswitch.conf"
 // Generation implements mechs.Freshness. It changes when one of
 // freshnessFiles changes (passwd, chpasswd, usermod -L, chage, vipw) and
 // when the day changes, since the expiry checks count whole days: a cache
-// then drops this mechanism's answers at once. It costs three stat calls.
+// then drops this mechanism's answers at once. It is a mechs.FileWatch (an
+// inotify read, or three stat calls).
 //
 // Users served by another NSS source (sss, ldap, nis, systemd-homed) are
 // not tracked: for them the cache's TTL applies, as with pam.
 func (d *DB) Generation() uint64 {
-	g := mechs.FileGeneration(mechs.RacyWindow, freshnessFiles[:]...)
+	g := d.fresh.Generation()
 	if g == mechs.GenUnknown {
 		return g
 	}
@@ -33,6 +34,11 @@ func (d *DB) Generation() uint64 {
 		g = 1
 	}
 	return g
+}
+
+// Close releases the file watch.
+func (d *DB) Close() error {
+	return d.fresh.Close()
 }
 
 var _ mechs.Freshness = (*DB)(nil)

@@ -75,8 +75,9 @@ const secondsPerDay = 24 * 60 * 60
 // DB is the shadow mechanism: the system's shadow database, read as
 // saslauthd reads it. It is safe for concurrent use.
 type DB struct {
-	sys system
-	now func() time.Time // time.Now; tests pin it
+	sys   system
+	now   func() time.Time // time.Now; tests pin it
+	fresh *mechs.FileWatch // Generation
 }
 
 // system is what the mechanism asks of the host, a seam so that tests can
@@ -118,7 +119,7 @@ func New(_ mechs.Options, logger *slog.Logger) (*DB, error) {
 		logger.Warn("cannot read the shadow file; its users cannot log in (run as root)",
 			"path", shadowFile, "err", err)
 	}
-	return &DB{sys: realSystem, now: time.Now}, nil
+	return &DB{sys: realSystem, now: time.Now, fresh: mechs.NewFileWatch(mechs.RacyWindow, freshnessFiles[:]...)}, nil
 }
 
 // Name implements mechs.Mechanism.
