@@ -8,6 +8,7 @@ import (
 	"net"
 	"os"
 	"runtime/debug"
+	"strings"
 	"sync/atomic"
 	"syscall"
 	"time"
@@ -60,7 +61,9 @@ func (s *Server) Serve(ln net.Listener) error {
 		if err != nil {
 			<-s.conns
 			if s.isClosed() {
-				s.acceptBacklog(ln)
+				if !s.KeepBacklog {
+					s.acceptBacklog(ln)
+				}
 				return ErrServerClosed
 			}
 			if isTemporary(err) {
@@ -72,9 +75,14 @@ func (s *Server) Serve(ln net.Listener) error {
 			return fmt.Errorf("daemon: accept: %w", err)
 		}
 		backoff = 0
+		s.accepted.Add(1)
 		s.start(conn)
 	}
 }
+
+// Accepted counts the connections accepted so far: the watchdog's evidence
+// that the accept loop runs.
+func (s *Server) Accepted() uint64 { return s.accepted.Load() }
 
 // acceptBacklog serves the clients that connected before shutdown began and
 // still wait in the listen backlog: they have sent their requests and would
@@ -183,9 +191,13 @@ func (s *Server) Shutdown(ctx context.Context) error {
 // connections taken from the backlog after Shutdown began.
 func (s *Server) serveConn(conn net.Conn, st *connState, closing bool) {
 	defer conn.Close()
+	if isProbe(conn) {
+		return // the watchdog's: it only waits for the close
+	}
 	defer func() {
 		if p := recover(); p != nil {
 			s.Logger.Error(fmt.Sprintf("panic serving a connection: %v", p), slog.String("stack", string(debug.Stack())))
+			s.connError(ConnPanic)
 		}
 	}()
 	// under the lock: a Shutdown scanning connections either sees this
@@ -208,26 +220,36 @@ func (s *Server) serveConn(conn net.Conn, st *connState, closing bool) {
 	case errors.As(err, &tooLong):
 		s.Logger.Error(fmt.Sprintf("%s exceeded MAX_REQ_LEN: %d", tooLong.Field, protocol.MaxField))
 		reply = protocol.ReplyTooLong
+		s.connError(ConnFieldTooLong)
 	case errors.Is(err, protocol.ErrNullLogin):
 		s.Logger.Error("NULL login received")
 		reply = protocol.ReplyNullLogin
+		s.connError(ConnNullLogin)
 	case errors.Is(err, protocol.ErrNullPassword):
 		s.Logger.Error("NULL password received")
 		reply = protocol.ReplyNullPasswd
+		s.connError(ConnNullPassword)
 	case errors.Is(err, protocol.ErrTruncated):
+		s.connError(ConnBadFrame)
 		return // saslauthd: no reply, nothing logged
 	case errors.Is(err, os.ErrDeadlineExceeded):
 		s.Logger.Error("read: timed out waiting for the request; closing",
 			slog.Duration("read_timeout", readTimeout))
+		s.connError(ConnReadTimeout)
 		return
 	default:
 		s.Logger.Error("read: " + err.Error())
+		s.connError(ConnReadError)
 		return
 	}
 	_ = conn.SetWriteDeadline(time.Now().Add(orDefault(s.WriteTimeout, DefaultWriteTimeout)))
 	if err := protocol.WriteReply(conn, reply); err != nil {
 		s.Logger.Error("write: " + err.Error())
+		s.connError(ConnWriteError)
 		return
+	}
+	if o := s.Observer; o != nil {
+		o.Reply(strings.HasPrefix(reply, "OK"))
 	}
 	s.Logger.Debug("response: " + reply)
 	if cw, ok := conn.(interface{ CloseWrite() error }); ok {
@@ -241,9 +263,17 @@ func (s *Server) serveConn(conn net.Conn, st *connState, closing bool) {
 	st.phase.Store(phaseDraining)
 	closing = s.closed
 	s.mu.Unlock()
-	if closing {
+	// Nothing left to drain (the usual case: a client sends its request
+	// and waits) saves a wake-up per connection.
+	if closing || rd.Settled() {
 		return
 	}
 	_ = conn.SetReadDeadline(time.Now().Add(orDefault(s.DrainTimeout, DefaultDrainTimeout)))
 	_, _ = rd.Drain(drainLimit)
+}
+
+func (s *Server) connError(e ConnError) {
+	if o := s.Observer; o != nil {
+		o.ConnError(e)
+	}
 }

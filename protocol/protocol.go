@@ -213,22 +213,48 @@ func (r *Reader) queued() bool {
 	if r.br.Buffered() > 0 {
 		return true
 	}
-	sc, ok := r.conn.(syscall.Conn)
+	n, err, ok := r.peek()
+	return ok && err == nil && n > 0
+}
+
+// peek looks at the socket's receive queue without waiting: n > 0 means
+// bytes are queued, n == 0 with no error means EOF. ok is false when r is
+// not a socket.
+func (r *Reader) peek() (n int, err error, ok bool) {
+	sc, isConn := r.conn.(syscall.Conn)
+	if !isConn {
+		return 0, nil, false
+	}
+	raw, rerr := sc.SyscallConn()
+	if rerr != nil {
+		return 0, nil, false
+	}
+	var b [1]byte
+	cerr := raw.Read(func(fd uintptr) bool {
+		n, _, err = syscall.Recvfrom(int(fd), b[:], syscall.MSG_PEEK|syscall.MSG_DONTWAIT)
+		return true // never wait for readiness: that is the point
+	})
+	if cerr != nil {
+		return 0, cerr, true
+	}
+	return n, err, true
+}
+
+// Settled reports whether, after the reply and the half-close, the
+// connection can be closed at once instead of drained: nothing of the
+// client's is left unread, in our buffer or on the socket (or the client
+// has already closed). Closing then loses the client nothing: its reply is
+// in its own queue, and with our receive queue empty the kernel sends it
+// EOF, not a reset. Drain stays for a client that sent more than a request.
+func (r *Reader) Settled() bool {
+	if r.br.Buffered() > 0 {
+		return false
+	}
+	n, err, ok := r.peek()
 	if !ok {
 		return false
 	}
-	raw, err := sc.SyscallConn()
-	if err != nil {
-		return false
-	}
-	var n int
-	var perr error
-	var b [1]byte
-	cerr := raw.Read(func(fd uintptr) bool {
-		n, _, perr = syscall.Recvfrom(int(fd), b[:], syscall.MSG_PEEK|syscall.MSG_DONTWAIT)
-		return true // never wait for readiness: that is the point
-	})
-	return cerr == nil && perr == nil && n > 0
+	return n == 0 || errors.Is(err, syscall.EAGAIN)
 }
 
 // Drain reads and discards until EOF, an error or limit bytes, as saslauthd

@@ -984,3 +984,66 @@ func BenchmarkReadRequest(b *testing.B) {
 		})
 	}
 }
+
+// Settled says whether a connection can be closed without a drain: only
+// when nothing of the client's is left unread.
+func TestReader_Settled(t *testing.T) {
+	req := wire("u1", "Secret123", "smtp", "")
+	for _, tc := range []struct {
+		name  string
+		extra []byte // sent after the request, before Settled
+		close bool   // the client closes first
+		want  bool
+	}{
+		{"client waits", nil, false, true},
+		{"client closed", nil, true, true},
+		{"second request", wire("u2", "x", "imap", ""), false, false},
+		{"stray byte", []byte{0}, false, false},
+		{"stray byte then close", []byte{0}, true, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			srv, cli := unixPair(t)
+			if _, err := cli.Write(req); err != nil {
+				t.Fatal(err)
+			}
+			r := protocol.NewReader(srv)
+			if _, err := r.ReadRequest(); err != nil {
+				t.Fatal(err)
+			}
+			if len(tc.extra) > 0 {
+				if _, err := cli.Write(tc.extra); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if tc.close {
+				cli.Close()
+			}
+			if got := r.Settled(); got != tc.want {
+				t.Fatalf("Settled() = %v, want %v", got, tc.want)
+			}
+		})
+	}
+	t.Run("bytes in the buffer", func(t *testing.T) {
+		srv, cli := unixPair(t)
+		// one write: the reader's buffer takes both requests at once
+		if _, err := cli.Write(cat(req, wire("u2", "x", "imap", ""))); err != nil {
+			t.Fatal(err)
+		}
+		r := protocol.NewReader(srv)
+		if _, err := r.ReadRequest(); err != nil {
+			t.Fatal(err)
+		}
+		if r.Settled() {
+			t.Fatal("Settled with a second request in the buffer")
+		}
+	})
+	t.Run("not a socket", func(t *testing.T) {
+		r := protocol.NewReader(bytes.NewReader(req))
+		if _, err := r.ReadRequest(); err != nil {
+			t.Fatal(err)
+		}
+		if r.Settled() {
+			t.Fatal("Settled on a plain reader: it cannot tell")
+		}
+	})
+}
