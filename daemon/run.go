@@ -8,8 +8,11 @@ import (
 	"os"
 	"os/signal"
 	"strconv"
+	"strings"
 	"syscall"
 	"time"
+
+	"github.com/coreos/go-systemd/v22/activation"
 )
 
 // Exit codes of a start, as saslauthd's parent reports them.
@@ -84,8 +87,32 @@ func serve(cfg Config, status func(int)) int {
 		}
 		if err := cfg.Log.SyslogErr(); err != nil {
 			log.Warn("syslog unavailable: " + err.Error())
+		} else if cfg.Foreground && stderrIsJournal() {
+			// under systemd syslog already reaches the journal: a second
+			// copy from stderr would count every failure twice (fail2ban)
+			cfg.Log.SetStderr(nil)
 		}
 	}
+	// Sockets passed by systemd are taken first: the mechanisms start
+	// worker processes (PAM), which must inherit neither the descriptors nor
+	// LISTEN_FDS. Closing them closes our duplicates; systemd keeps its own.
+	files, err := activatedFiles()
+	if err != nil {
+		log.Error(err.Error())
+		return ExitFailure
+	}
+	lns, err := activatedListeners(files)
+	if err != nil {
+		log.Error(err.Error())
+		return ExitFailure
+	}
+	activated := len(lns) > 0
+	defer func() {
+		for _, ln := range lns {
+			ln.Close() // Serve closes them too; a second Close is harmless
+		}
+	}()
+
 	for _, line := range cfg.Settings {
 		log.Debug(line)
 	}
@@ -100,7 +127,7 @@ func serve(cfg Config, status func(int)) int {
 		log.Warn(PasswordDebugWarning + " log_level 2 logs every password in clear; turn it off after debugging")
 	}
 
-	rd, err := LockRunDir(cfg.RunDir)
+	rd, err := LockRunDir(cfg.RunDir, socketPaths(lns)...)
 	if errors.Is(err, ErrAnotherInstance) {
 		log.Error("Cannot start saslauthd")
 		log.Error("Another instance of saslauthd is currently running")
@@ -111,26 +138,56 @@ func serve(cfg Config, status func(int)) int {
 		return ExitFailure
 	}
 	defer rd.Close()
-	ln, err := rd.Listen()
-	if err != nil {
-		log.Error(err.Error())
-		return ExitFailure
+	if !activated {
+		ln, err := rd.Listen()
+		if err != nil {
+			log.Error(err.Error())
+			return ExitFailure
+		}
+		lns = append(lns, ln)
 	}
+	// Under socket activation systemd keeps the socket across a restart: the
+	// clients queued at SIGTERM are the next instance's, and the socket file
+	// is never removed or changed.
+	s.KeepBacklog = activated
+	paths := socketPaths(lns)
 	pid := os.Getpid()
 	if cfg.Foreground {
 		log.Info("master pid is: 0")
 	} else {
 		log.Info("master pid is: " + strconv.Itoa(pid))
 	}
-	log.Info("listening on socket: " + rd.SocketPath())
+	for _, p := range paths {
+		if activated {
+			log.Info("listening on socket: " + p + " (socket activation)")
+		} else {
+			log.Info("listening on socket: " + p)
+		}
+	}
 
 	sigs := make(chan os.Signal, 4)
 	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT, syscall.SIGHUP, syscall.SIGUSR1)
 	defer signal.Stop(sigs)
 	signal.Ignore(syscall.SIGPIPE)
 
-	served := make(chan error, 1)
-	go func() { served <- s.Serve(ln) }()
+	served := make(chan error, len(lns))
+	for _, ln := range lns {
+		go func() { served <- s.Serve(ln) }()
+	}
+	// READY=1 means served, not merely bound: each socket's accept loop
+	// must have taken a connection and run it.
+	if err := probeAll(paths, readyProbeTimeout); err != nil {
+		log.Error(err.Error())
+		shutdown(s, cfg, log)
+		return ExitFailure
+	}
+	notify := newNotifier(log)
+	ready := []string{"READY=1", statusLine(paths, s.Policy(), activated)}
+	if !cfg.Foreground {
+		// the parent, systemd's main process, is about to exit
+		ready = append(ready, "MAINPID="+strconv.Itoa(pid))
+	}
+	notify.Notify(ready...)
 
 	if !cfg.Foreground {
 		status(ExitOK)
@@ -140,14 +197,21 @@ func serve(cfg Config, status func(int)) int {
 		}
 	}
 
+	wdCtx, wdStop := context.WithCancel(context.Background())
+	defer wdStop()
+	if iv := watchdogInterval(log); iv > 0 && notify != nil {
+		go watchdog(wdCtx, s, paths, iv, func() { notify.Notify("WATCHDOG=1") }, log)
+	}
+
 	for {
 		select {
 		case err := <-served:
-			if !errors.Is(err, ErrServerClosed) {
-				log.Error(err.Error())
-				return ExitFailure
-			}
-			return ExitOK
+			// a Serve loop ends on its own only on a permanent accept error
+			wdStop()
+			notify.Notify("STOPPING=1", "STATUS=Stopping: "+err.Error())
+			log.Error(err.Error())
+			shutdown(s, cfg, log)
+			return ExitFailure
 		case sig := <-sigs:
 			switch sig {
 			case syscall.SIGUSR1:
@@ -157,9 +221,12 @@ func serve(cfg Config, status func(int)) int {
 				log.Info("cache flushed (SIGUSR1)")
 				continue
 			case syscall.SIGHUP:
+				notify.Notify("RELOADING=1", "STATUS=Reloading the configuration")
 				np, err := cfg.Build(log)
 				if err != nil {
 					log.Error("reload failed, keeping the running configuration: " + err.Error())
+					notify.Notify("READY=1", statusLine(paths, s.Policy(), activated)+
+						"; the last reload failed: "+oneLine(err.Error()))
 					continue
 				}
 				old := s.Policy()
@@ -170,22 +237,37 @@ func serve(cfg Config, status func(int)) int {
 				if np.LogLevel >= 2 {
 					log.Warn(PasswordDebugWarning + " log_level 2 logs every password in clear; turn it off after debugging")
 				}
+				notify.Notify("READY=1", statusLine(paths, np, activated))
 				continue
 			}
-			rd.RemoveSocket() // new clients fail at once; queued ones are served
-			grace := orDefault(cfg.ShutdownGrace, orDefault(s.RequestTimeout, DefaultRequestTimeout))
-			ctx, cancel := context.WithTimeout(context.Background(), grace)
-			err := s.Shutdown(ctx)
-			cancel()
-			<-served
-			if err != nil {
-				log.Error("shutdown: requests still running were cut off: " + err.Error())
+			wdStop()
+			notify.Notify("STOPPING=1", "STATUS=Stopping: answering the requests in flight")
+			if !activated {
+				rd.RemoveSocket() // new clients fail at once; queued ones are served
 			}
+			shutdown(s, cfg, log)
 			log.Info("master exited: " + strconv.Itoa(pid))
 			return ExitOK
 		}
 	}
 }
+
+// readyProbeTimeout bounds the start-up check that every socket is served.
+const readyProbeTimeout = 5 * time.Second
+
+// shutdown stops the server, letting the requests in flight finish within
+// the shutdown grace.
+func shutdown(s *Server, cfg Config, log *slog.Logger) {
+	grace := orDefault(cfg.ShutdownGrace, orDefault(s.RequestTimeout, DefaultRequestTimeout))
+	ctx, cancel := context.WithTimeout(context.Background(), grace)
+	defer cancel()
+	if err := s.Shutdown(ctx); err != nil {
+		log.Error("shutdown: requests still running were cut off: " + err.Error())
+	}
+}
+
+// oneLine keeps a STATUS= value on its line.
+func oneLine(s string) string { return strings.ReplaceAll(s, "\n", " ") }
 
 // quietStdio points stdin, stdout and stderr at /dev/null, as a daemon's
 // must be once the parent has gone.
@@ -208,6 +290,13 @@ func detach() int {
 		fmt.Fprintln(os.Stderr, "saslgate: cannot find own executable:", err)
 		return ExitFailure
 	}
+	// Sockets systemd passed to us go to the child at descriptors 3
+	// onwards; LISTEN_PID could not name it, so a variable of ours says how
+	// many there are. The watchdog is the child's, as MAINPID will say.
+	inherited := activation.Files(true)
+	if os.Getenv("WATCHDOG_PID") == strconv.Itoa(os.Getpid()) {
+		os.Unsetenv("WATCHDOG_PID")
+	}
 	r, w, err := os.Pipe()
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "saslgate: pipe:", err)
@@ -220,15 +309,23 @@ func detach() int {
 	}
 	// The child keeps our stderr until it is ready, so that its start-up
 	// errors reach the terminal as saslauthd's do.
+	files := append([]*os.File{null, null, os.Stderr}, inherited...)
+	env := append(os.Environ(), envDetached+"="+strconv.Itoa(len(files)))
+	if len(inherited) > 0 {
+		env = append(env, envInheritedFds+"="+strconv.Itoa(len(inherited)))
+	}
 	attr := &os.ProcAttr{
-		Files: []*os.File{null, null, os.Stderr, w},
-		Env:   append(os.Environ(), envDetached+"=3"),
+		Files: append(files, w),
+		Env:   env,
 		Sys:   &syscall.SysProcAttr{Setsid: true},
 	}
 	// argv[0] is kept so that a child started as "saslauthd" still is one.
 	p, err := os.StartProcess(exe, os.Args, attr)
 	w.Close()
 	null.Close()
+	for _, f := range inherited {
+		f.Close()
+	}
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "saslgate: cannot start the daemon:", err)
 		return ExitFailure

@@ -34,8 +34,11 @@ type RunDir struct {
 
 // LockRunDir creates dir if missing (0755, as saslauthd's mkdir), then
 // locks and writes its pid file. It returns ErrAnotherInstance when the lock
-// is held or a live socket answers at dir/mux.
-func LockRunDir(dir string) (*RunDir, error) {
+// is held or a live socket answers at dir/mux. activated lists the paths of
+// the sockets systemd passed: dir/mux being one of them is normal (the
+// kernel queues connections on it whether or not anyone serves it), so it
+// is not taken for another daemon.
+func LockRunDir(dir string, activated ...string) (*RunDir, error) {
 	if !filepath.IsAbs(dir) {
 		return nil, fmt.Errorf("daemon: -m requires an absolute pathname: %s", dir)
 	}
@@ -67,19 +70,40 @@ func LockRunDir(dir string) (*RunDir, error) {
 	rd := &RunDir{Path: dir, pid: f, sock: filepath.Join(dir, SocketName)}
 	// A foreground Cyrus saslauthd (-d) holds no lock: refuse to take a socket
 	// that still answers.
-	if c, err := net.DialTimeout("unix", rd.sock, time.Second); err == nil {
-		c.Close()
-		if created {
-			os.Remove(path)
+	if !isActivated(rd.sock, activated) {
+		if c, err := net.DialTimeout("unix", rd.sock, time.Second); err == nil {
+			c.Close()
+			if created {
+				os.Remove(path)
+			}
+			rd.release()
+			return nil, ErrAnotherInstance
 		}
-		rd.release()
-		return nil, ErrAnotherInstance
 	}
 	if err := rd.WritePid(os.Getpid()); err != nil {
 		rd.release()
 		return nil, err
 	}
 	return rd, nil
+}
+
+// isActivated reports whether the socket file at sock is one of the
+// activated paths: the same file, so that /var/run/saslauthd/mux matches
+// /run/saslauthd/mux through the symbolic link.
+func isActivated(sock string, activated []string) bool {
+	if len(activated) == 0 {
+		return false
+	}
+	fi, err := os.Stat(sock)
+	if err != nil {
+		return false
+	}
+	for _, a := range activated {
+		if ai, err := os.Stat(a); err == nil && os.SameFile(fi, ai) {
+			return true
+		}
+	}
+	return false
 }
 
 // WritePid rewrites the pid file as "<pid>\n".

@@ -54,6 +54,10 @@ type Server struct {
 	MaxConns int
 	// JoinRealm is -r: login becomes login@realm when the realm is set.
 	JoinRealm bool
+	// KeepBacklog leaves the clients queued in the listen backlog at
+	// Shutdown to the next instance instead of serving them: under socket
+	// activation systemd keeps the socket open across a restart.
+	KeepBacklog bool
 	// Cache, when set, is consulted before the mechanism (-c).
 	Cache *Cache
 
@@ -66,6 +70,8 @@ type Server struct {
 	stop     context.CancelFunc
 	inflight chan struct{}
 	conns    chan struct{}
+
+	accepted atomic.Uint64 // connections accepted, for the watchdog
 
 	mu        sync.Mutex
 	listeners map[net.Listener]struct{}

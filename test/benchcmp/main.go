@@ -27,6 +27,7 @@ import (
 	"time"
 
 	"github.com/saslgate/saslgate/protocol"
+	"github.com/saslgate/saslgate/test/internal/dovecot"
 	"github.com/saslgate/saslgate/test/load"
 )
 
@@ -169,12 +170,12 @@ func main() {
 	})
 	wantRimap := *only == "" || strings.Contains(*only, "rimap")
 	if wantRimap {
-		dv, err := startDovecot(tmp, "bench", "bench-password")
+		dv, err := dovecot.Start(filepath.Join(tmp, "dovecot"), map[string]string{"bench": "bench-password"})
 		if err != nil {
 			log.Fatal(err)
 		}
-		defer dv.stop()
-		opt := "127.0.0.1/" + strconv.Itoa(dv.imapPort)
+		defer dv.Stop()
+		opt := dv.Option()
 		scenarios = append(scenarios, &scenario{
 			name:      "rimap",
 			about:     "A private Dovecot 2.3 on loopback (passwd-file, no auth penalty). Cyrus: `saslauthd -a rimap -O 127.0.0.1/PORT -n 5` (plaintext, a connection per request); saslgate: the same command line (plaintext, its pool of warm connections).",
@@ -186,7 +187,7 @@ func main() {
 			name:      "rimap-starttls",
 			about:     "The same Dovecot. Cyrus: plaintext as above (it has no TLS); saslgate: `--rimap-tls starttls --rimap-ca-file CA` (verified certificate).",
 			cyrusArgv: []string{"saslauthd", "-a", "rimap", "-O", opt, "-n", "5"},
-			sgateArgv: []string{saslgate, "serve", "-a", "rimap", "-O", opt, "-n", "5", "--rimap-tls", "starttls", "--rimap-ca-file", dv.caFile},
+			sgateArgv: []string{saslgate, "serve", "-a", "rimap", "-O", opt, "-n", "5", "--rimap-tls", "starttls", "--rimap-ca-file", dv.CAFile},
 			req:       protocol.Request{Login: "bench", Password: "bench-password", Service: "imap"},
 			goal:      "goal: saslgate over STARTTLS ≥ Cyrus plaintext (ratio ≥ 1×)",
 		})
