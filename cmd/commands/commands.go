@@ -73,6 +73,7 @@ func newRootCmd(stdout, stderr io.Writer) *cobra.Command {
 	root.Flags().Lookup("version").Usage = "print saslgate's version and mechanisms"
 	root.AddCommand(newServeCmd("serve", "saslgate serve", stderr), newTestCmd("test", "saslgate test", stdout, stderr),
 		newBenchCmd(stdout, stderr), newVersionCmd(stdout), newDemoCmd(stdout, stderr))
+	root.AddCommand(newDoctorCmd(stdout, stderr))
 	return root
 }
 

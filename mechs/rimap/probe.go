@@ -20,6 +20,10 @@ type ProbeResult struct {
 	// Certificate is set when Err is about the server's certificate (not
 	// trusted, wrong name, expired) rather than about reaching the server.
 	Certificate bool
+	// CertNames are the DNS names and IP addresses of the certificate the
+	// server presented, when Certificate is set: what rimap_server_name
+	// could say.
+	CertNames []string
 	// Config is set when Err is a configuration error: the certificate,
 	// STARTTLS refused, or LOGINDISABLED on a plaintext connection.
 	Config bool
@@ -57,8 +61,33 @@ func Probe(ctx context.Context, opts mechs.Options) ([]ProbeResult, error) {
 			r.Config = cfgErr
 			// only a failed handshake answers NoContact among the configuration errors
 			r.Certificate = cfgErr && res.Reply == ReplyNoContact
+			if r.Certificate {
+				r.CertNames = certNames(ctx, s, m.cfg, tc)
+			}
 		}
 		out = append(out, r)
 	}
 	return out, nil
+}
+
+// certNames connects once more, accepting any certificate, to read the
+// names the server's certificate carries; no LOGIN is sent.
+func certNames(ctx context.Context, s Server, cfg Config, tc *tls.Config) []string {
+	var names []string
+	insecure := tc.Clone()
+	insecure.InsecureSkipVerify = true
+	insecure.VerifyConnection = func(cs tls.ConnectionState) error {
+		if len(cs.PeerCertificates) > 0 {
+			cert := cs.PeerCertificates[0]
+			names = append(names, cert.DNSNames...)
+			for _, ip := range cert.IPAddresses {
+				names = append(names, ip.String())
+			}
+		}
+		return nil
+	}
+	if c, _, _ := dialServer(ctx, s, cfg, insecure); c != nil {
+		c.logout()
+	}
+	return names
 }

@@ -2,6 +2,7 @@ package rimap
 
 import (
 	"context"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -11,6 +12,7 @@ func TestProbe(t *testing.T) {
 	ca := newCA(t)
 	other := newCA(t)
 	good := newMemServer(t, memConfig{implicit: ca.serverConfig(t, "127.0.0.1")}, tlsUser, tlsPass)
+	named := newMemServer(t, memConfig{startTLS: ca.serverConfig(t, "imap.test")}, tlsUser, tlsPass)
 	untrusted := newMemServer(t, memConfig{implicit: other.serverConfig(t, "127.0.0.1")}, tlsUser, tlsPass)
 	plain := newMemServer(t, memConfig{startTLS: ca.serverConfig(t, "127.0.0.1")}, tlsUser, tlsPass)
 	closed := closedPort(t)
@@ -21,11 +23,13 @@ func TestProbe(t *testing.T) {
 		kv                []string
 		wantErr           string // "" for a good server
 		certificate, conf bool
+		names             []string
 	}{
-		{"implicit TLS verifies", good.addr, []string{KeyTLS, "implicit", KeyCAFile, ca.pemFile}, "", false, false},
-		{"untrusted certificate", untrusted.addr, []string{KeyTLS, "implicit", KeyCAFile, ca.pemFile}, "unknown authority", true, true},
-		{"unreachable", closed, nil, "connect", false, false},
-		{"LOGINDISABLED in the clear", plain.addr, nil, "LOGINDISABLED", false, true},
+		{"implicit TLS verifies", good.addr, []string{KeyTLS, "implicit", KeyCAFile, ca.pemFile}, "", false, false, nil},
+		{"untrusted certificate", untrusted.addr, []string{KeyTLS, "implicit", KeyCAFile, ca.pemFile}, "unknown authority", true, true, []string{"127.0.0.1"}},
+		{"another name (STARTTLS)", named.addr, []string{KeyTLS, "starttls", KeyCAFile, ca.pemFile}, "certificate", true, true, []string{"imap.test"}},
+		{"unreachable", closed, nil, "connect", false, false, nil},
+		{"LOGINDISABLED in the clear", plain.addr, nil, "LOGINDISABLED", false, true, nil},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -48,6 +52,9 @@ func TestProbe(t *testing.T) {
 			}
 			if r.Certificate != tc.certificate || r.Config != tc.conf {
 				t.Fatalf("Certificate, Config = %v, %v; want %v, %v (%v)", r.Certificate, r.Config, tc.certificate, tc.conf, r.Err)
+			}
+			if !slices.Equal(r.CertNames, tc.names) {
+				t.Fatalf("CertNames = %q, want %q", r.CertNames, tc.names)
 			}
 			if tc.option == good.addr {
 				// no credential is ever sent, and the server saw a LOGOUT
