@@ -24,6 +24,8 @@ type Account struct {
 type Accounts interface {
 	// User returns the named user; an error when there is none.
 	User(name string) (Account, error)
+	// UserName returns a user's name, or its number as text.
+	UserName(uid int) string
 	// GroupName returns a group's name, or its number as text.
 	GroupName(gid int) string
 	// GroupID returns a group's number; false when there is none.
@@ -60,6 +62,13 @@ func (nssAccounts) User(name string) (Account, error) {
 	return a, nil
 }
 
+func (nssAccounts) UserName(uid int) string {
+	if u, err := user.LookupId(strconv.Itoa(uid)); err == nil {
+		return u.Username
+	}
+	return strconv.Itoa(uid)
+}
+
 func (nssAccounts) GroupName(gid int) string {
 	if g, err := user.LookupGroupId(strconv.Itoa(gid)); err == nil {
 		return g.Name
@@ -80,12 +89,13 @@ func (nssAccounts) GroupID(name string) (int, bool) {
 // uses, since a fixture's users are not the system's.
 type fileAccounts struct {
 	users  map[string]Account
+	names  map[int]string
 	groups map[int]string
 	gids   map[string]int
 }
 
 func readAccounts(r rootFS) (*fileAccounts, error) {
-	a := &fileAccounts{users: map[string]Account{}, groups: map[int]string{}, gids: map[string]int{}}
+	a := &fileAccounts{users: map[string]Account{}, names: map[int]string{}, groups: map[int]string{}, gids: map[string]int{}}
 	members := map[string][]int{}
 	gb, err := r.readFile("/etc/group")
 	if err != nil && !isNotExist(err) {
@@ -127,6 +137,9 @@ func readAccounts(r rootFS) (*fileAccounts, error) {
 		if _, dup := a.users[f[0]]; dup {
 			return
 		}
+		if _, dup := a.names[uid]; !dup {
+			a.names[uid] = f[0]
+		}
 		groups := append([]int{gid}, members[f[0]]...)
 		slices.Sort(groups)
 		a.users[f[0]] = Account{Name: f[0], UID: uid, GID: gid, Groups: slices.Compact(groups)}
@@ -154,6 +167,13 @@ func (a *fileAccounts) User(name string) (Account, error) {
 		return Account{}, fmt.Errorf("doctor: user %s: not in /etc/passwd", name)
 	}
 	return u, nil
+}
+
+func (a *fileAccounts) UserName(uid int) string {
+	if n, ok := a.names[uid]; ok {
+		return n
+	}
+	return strconv.Itoa(uid)
 }
 
 func (a *fileAccounts) GroupName(gid int) string {

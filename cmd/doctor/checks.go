@@ -84,7 +84,7 @@ func newChecker(ctx context.Context, o Options) *checker {
 	if c.acct == nil {
 		a, err := readAccounts(c.r)
 		if err != nil {
-			a = &fileAccounts{users: map[string]Account{}, groups: map[int]string{}, gids: map[string]int{}}
+			a = &fileAccounts{users: map[string]Account{}, names: map[int]string{}, groups: map[int]string{}, gids: map[string]int{}}
 		}
 		c.acct = a
 	}
@@ -578,12 +578,7 @@ func kind(fi fs.FileInfo) string {
 	return "a file"
 }
 
-func (c *checker) userName(uid int) string {
-	if uid == 0 {
-		return "root"
-	}
-	return strconv.Itoa(uid)
-}
+func (c *checker) userName(uid int) string { return c.acct.UserName(uid) }
 
 func (c *checker) groupNames(gids []int) string {
 	names := make([]string, len(gids))

@@ -80,7 +80,7 @@ func TestChrootSocketUnreachable(t *testing.T) {
 		fix  []string
 	}{
 		{"saslgate.service without a socket unit", outside, nil, []string{
-			"install -d -o root -g sasl -m 0710 " + in,
+			"install -d -o " + fxOwner() + " -g sasl -m 0710 " + in,
 			`/etc/default/saslgate: FLAGS="-c -m ` + in + `"`,
 			"systemctl restart saslgate",
 		}},
@@ -104,7 +104,7 @@ func TestChrootSocketUnreachable(t *testing.T) {
 		{"the daemon's flags given after --", outside, func(o *Options) {
 			o.DaemonArgs = []string{"-a", "sasldb", "-cm", "/run/saslauthd"}
 		}, []string{
-			"install -d -o root -g sasl -m 0710 " + in,
+			"install -d -o " + fxOwner() + " -g sasl -m 0710 " + in,
 			"saslgate serve -a sasldb -cm " + in,
 		}},
 		{"a stale socket in the chroot", base().with(

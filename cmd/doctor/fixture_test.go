@@ -45,7 +45,14 @@ func fxGID() int {
 	return os.Getgid()
 }
 
-func fxUID() int { return os.Geteuid() }
+// fxOwner is how doctor names the fixture files' owner: root is in the
+// fixture's /etc/passwd, a test's own user is not.
+func fxOwner() string {
+	if os.Geteuid() == 0 {
+		return "root"
+	}
+	return strconv.Itoa(os.Geteuid())
+}
 
 // fxGroups maps the group names a fixture uses in "dir:" entries to ids.
 func fxGroups() map[string]int {
