@@ -6,7 +6,7 @@ VERSION    ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo d
 LDFLAGS    := -X github.com/saslgate/saslgate/cmd/commands.Version=$(VERSION)
 DEB_PKGS   := libpam0g-dev libpam-wrapper sasl2-bin dovecot-imapd postfix swaks libsasl2-modules db5.3-util
 FUZZTIME   ?= 30s
-BENCHTIME  ?= 5s
+BENCHTIME  ?= $(if $(filter 1,$(BENCH_QUICK)),100ms,5s)
 
 .PHONY: all build run test unit e2e lint units fuzz bench deps clean
 
@@ -84,10 +84,13 @@ fuzz:
 	done
 
 # bench runs the Go benchmarks, then saslgate and the real Cyrus saslauthd
-# side by side under the same load, and rewrites BENCHMARKS.md.
+# side by side under the same load (about 20 minutes), and rewrites
+# BENCHMARKS.md and the plots in docs/bench. BENCH_QUICK=1 is a smoke test
+# of two or three minutes that writes below the temporary directory; BENCHFLAGS
+# passes flags to test/benchcmp (-only, -c, -d, -rounds: go run ./test/benchcmp -h).
 bench: deps build
 	$(GO) test -run='^$$' -bench=. -benchtime=$(BENCHTIME) ./protocol/ ./mechs/... ./daemon/
-	$(GO) run ./test/benchcmp -bin $(BIN) -out BENCHMARKS.md
+	$(GO) run ./test/benchcmp -bin $(BIN) $(BENCHFLAGS)
 
 clean:
 	rm -rf bin dist

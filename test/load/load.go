@@ -23,6 +23,10 @@ type Spec struct {
 	Concurrency int
 	Duration    time.Duration // stop after this long (0: use Requests)
 	Requests    int           // stop after this many (0: use Duration)
+	// MinRequests extends a Duration run until at least this many requests
+	// have started, so that a slow back end (a crypt-bound one) still gives
+	// enough samples for a p99.
+	MinRequests int
 	Timeout     time.Duration // per request
 	// Requests cycle through Reqs; Want is the reply prefix each must get
 	// ("OK" or "NO"), counted as a mismatch otherwise.
@@ -89,7 +93,10 @@ func Run(ctx context.Context, s Spec) Result {
 			local := make([]time.Duration, 0, 1024)
 			var lerrs, lbad int
 			var lfirst string
-			for ctx.Err() == nil {
+			for {
+				if ctx.Err() != nil && next.Load() >= int64(s.MinRequests) {
+					break
+				}
 				i := next.Add(1) - 1
 				if s.Requests > 0 && i >= int64(s.Requests) {
 					break
@@ -100,7 +107,7 @@ func Run(ctx context.Context, s Spec) Result {
 				d := time.Since(t0)
 				switch {
 				case err != nil:
-					if ctx.Err() != nil && s.Duration > 0 {
+					if ctx.Err() != nil && s.Duration > 0 && i >= int64(s.MinRequests) {
 						continue // cut off by the end of the run
 					}
 					lerrs++
