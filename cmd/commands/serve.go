@@ -176,7 +176,7 @@ func newServeCmd(use, argv0 string, stderr io.Writer) *cobra.Command {
 	f := cmd.Flags()
 	f.SortFlags = false
 	f.VarP(&o.mech, "auth-mech", "a", "authentication mechanism(s), comma-separated")
-	f.StringVarP(&o.option, "mech-option", "O", "", "option for the mechanism (rimap: host[/port])")
+	f.StringVarP(&o.option, "mech-option", "O", "", "option for the mechanism (rimap: host[/port]; checkpassword: the program)")
 	f.BoolVarP(&o.cache, "cache", "c", false, "enable credential caching")
 	f.VarP(atoiValue{&o.cacheKiB}, "cache-size", "s", "cache size in KiB")
 	f.VarP(atoiValue{&o.cacheTTL}, "cache-timeout", "t", "cache entry lifetime in seconds")
@@ -347,6 +347,7 @@ func policy(c *config.Config, l *slog.Logger) (*daemon.Policy, error) {
 		// saslauthd runs -n processes, each doing one PAM transaction;
 		// -n 0 (no cap, saslauthd forks per request) keeps the default pool
 		"pam_workers": strconv.Itoa(cmp.Or(c.Procs, 5)),
+		"checkpassword_procs": strconv.Itoa(cmp.Or(c.Procs, 5)),
 	}}
 	maps.Copy(mopts.Values, c.MechValues)
 	rules := c.Rules()

@@ -1,6 +1,7 @@
 package doctor
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"io/fs"
@@ -73,7 +74,7 @@ type checker struct {
 }
 
 func newChecker(ctx context.Context, o Options) *checker {
-	c := &checker{ctx: ctx, o: o, r: rootFS{root: o.root()}, pr: o.Probes, exe: cmpOr(o.Exe, "saslgate"),
+	c := &checker{ctx: ctx, o: o, r: rootFS{root: o.root()}, pr: o.Probes, exe: cmp.Or(o.Exe, "saslgate"),
 		seen: map[string]bool{}, socks: map[string]sockState{}, skipped: map[string]bool{}}
 	if c.pr.Hostname != nil {
 		c.host, c.hostErr = c.pr.Hostname()
@@ -89,13 +90,6 @@ func newChecker(ctx context.Context, o Options) *checker {
 		c.acct = a
 	}
 	return c
-}
-
-func cmpOr(a, b string) string {
-	if a != "" {
-		return a
-	}
-	return b
 }
 
 func (c *checker) add(f Finding) {
@@ -137,7 +131,7 @@ func (c *checker) has(cmd string) bool {
 func (c *checker) run() {
 	c.d = readDaemon(c.r, c.o.DaemonArgs)
 	c.checkDaemon()
-	c.pf = readPostfix(c.ctx, c.r, cmpOr(c.o.PostfixConfig, DefaultPostfixConfig), c.pr, c.host)
+	c.pf = readPostfix(c.ctx, c.r, cmp.Or(c.o.PostfixConfig, DefaultPostfixConfig), c.pr, c.host)
 	c.checkPostfix()
 	c.checkSasldbFile()
 	c.checkRimap()
@@ -266,7 +260,7 @@ func (c *checker) checkPostfix() {
 		return
 	}
 	for _, s := range svcs {
-		conf := readSaslConf(c.r, pf, s.param(pf, "cyrus_sasl_config_path"), cmpOr(s.param(pf, "smtpd_sasl_path"), "smtpd"))
+		conf := readSaslConf(c.r, pf, s.param(pf, "cyrus_sasl_config_path"), cmp.Or(s.param(pf, "smtpd_sasl_path"), "smtpd"))
 		if !c.checkSaslConf(s, &conf) {
 			continue
 		}
@@ -458,7 +452,7 @@ func (c *checker) chrootFix(s smtpdService, dir string) string {
 			fix = []string{mkdir, edit(d.file, "FLAGS="+strconv.Quote(shellJoin(flags))), "systemctl restart saslgate"}
 		}
 	case srcSaslauthd:
-		opts := shellWords(cmpOr(d.vars["OPTIONS"], "-c -m /var/run/saslauthd"))
+		opts := shellWords(cmp.Or(d.vars["OPTIONS"], "-c -m /var/run/saslauthd"))
 		fix = []string{edit(d.file, "OPTIONS="+strconv.Quote(shellJoin(withRunDir(opts, dir))))}
 		if c.has("dpkg-statoverride") {
 			fix = append(fix, "dpkg-statoverride --add root sasl 710 "+shellQuote(dir))
@@ -517,7 +511,7 @@ func (c *checker) checkAccessDir(s smtpdService, dir string) {
 }
 
 func (c *checker) mailOwner() (Account, bool) {
-	name := cmpOr(c.pf.get("mail_owner"), "postfix")
+	name := cmp.Or(c.pf.get("mail_owner"), "postfix")
 	acct, err := c.acct.User(name)
 	if err != nil {
 		c.skip(fmt.Sprintf("mail_owner %s is not a known user: the socket permissions were not checked", name))
@@ -592,7 +586,7 @@ func (c *checker) groupNames(gids []int) string {
 // rewrite rules applied, the chain chosen.
 func (c *checker) request(s smtpdService) (realmSent string, res rewrite.Result) {
 	realmSent = s.param(c.pf, "smtpd_sasl_local_domain")
-	res, _ = c.d.cfg.Rules().Apply(mechs.Request{Login: "user", Realm: realmSent, Service: cmpOr(s.param(c.pf, "smtpd_sasl_service"), "smtp")})
+	res, _ = c.d.cfg.Rules().Apply(mechs.Request{Login: "user", Realm: realmSent, Service: cmp.Or(s.param(c.pf, "smtpd_sasl_service"), "smtp")})
 	return realmSent, res
 }
 
@@ -603,7 +597,7 @@ func (c *checker) checkPAM(s smtpdService) {
 	if !slices.Contains(rewrite.SplitChain(res.Chain), "pam") {
 		return
 	}
-	sent := cmpOr(s.param(c.pf, "smtpd_sasl_service"), "smtp")
+	sent := cmp.Or(s.param(c.pf, "smtpd_sasl_service"), "smtp")
 	svc := res.Request.Service
 	if svc != "" && !strings.Contains(svc, "/") &&
 		(c.r.exists("/etc/pam.d/"+svc) || c.r.exists("/usr/lib/pam.d/"+svc) || !c.r.exists("/etc/pam.d") && c.pamConfHas(svc)) {
@@ -618,7 +612,7 @@ func (c *checker) checkPAM(s smtpdService) {
 	if err != nil || denies(string(ob)) {
 		sev, other = Error, "PAM silently uses /etc/pam.d/other instead, which denies every login"
 	}
-	file := "/etc/pam.d/" + cmpOr(svc, sent)
+	file := "/etc/pam.d/" + cmp.Or(svc, sent)
 	var stack string
 	switch {
 	case c.r.exists("/etc/pam.d/common-auth"):

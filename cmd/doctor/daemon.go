@@ -116,7 +116,13 @@ func readDaemon(r rootFS, args []string) *daemonSetup {
 	case r.exists(DefaultsSaslgate):
 		d.src, d.file = srcSaslgate, DefaultsSaslgate
 		d.vars = readDefaults(r, d.file)
-		if m := d.vars["MECH"]; m != "" {
+		// saslgate.service: Environment=MECH=pam, then the file;
+		// ExecStart=saslgate serve -f -a $MECH $FLAGS
+		m, ok := d.vars["MECH"]
+		if !ok {
+			m = "pam"
+		}
+		if m != "" {
 			d.args = []string{"-a", m}
 		}
 		d.args = append(d.args, shellWords(d.vars["FLAGS"])...)
@@ -200,7 +206,9 @@ func readDaemon(r rootFS, args []string) *daemonSetup {
 	}
 	d.runDir = path.Clean(cmp.Or(cfg.RunDir, DefaultRunDir))
 	d.sockets = []string{path.Join(d.runDir, "mux")}
-	if unit, listen := socketUnit(r); unit != "" {
+	// saslgate.service requires saslgate.socket: its sockets count when the
+	// service is how the daemon runs, or when the socket unit is enabled
+	if unit, listen := socketUnit(r, d.src == srcSaslgate); unit != "" {
 		d.unit = unit
 		for _, l := range listen {
 			if !slices.Contains(d.sockets, l) {
@@ -223,11 +231,12 @@ func unroot(r rootFS, err error) error {
 // Where systemd looks for units, most important first.
 var unitDirs = []string{"/etc/systemd/system", "/run/systemd/system", "/usr/lib/systemd/system", "/lib/systemd/system"}
 
-// socketUnit returns saslgate.socket's path and its ListenStream= paths
-// when the unit is enabled (sockets.target wants it), drop-ins included.
-func socketUnit(r rootFS) (string, []string) {
+// socketUnit returns saslgate.socket's path and its ListenStream= paths,
+// drop-ins included, when the unit is used: enabled (sockets.target wants
+// it) or required by the service that runs the daemon.
+func socketUnit(r rootFS, required bool) (string, []string) {
 	const name = "saslgate.socket"
-	if !r.exists("/etc/systemd/system/sockets.target.wants/" + name) {
+	if !required && !r.exists("/etc/systemd/system/sockets.target.wants/"+name) {
 		return "", nil
 	}
 	unit := ""

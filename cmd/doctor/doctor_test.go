@@ -86,7 +86,6 @@ func TestChrootSocketUnreachable(t *testing.T) {
 		}},
 		{"saslgate.socket", outside.with(
 			"/lib/systemd/system/saslgate.socket", "[Socket]\nListenStream=/run/saslauthd/mux\n",
-			"/etc/systemd/system/sockets.target.wants/saslgate.socket", "link:/lib/systemd/system/saslgate.socket",
 		), nil, []string{
 			"/etc/systemd/system/saslgate.socket.d/postfix-chroot.conf: [Socket]",
 			"/etc/systemd/system/saslgate.socket.d/postfix-chroot.conf: ListenStream=" + in + "/mux",
@@ -128,6 +127,30 @@ func TestChrootSocketUnreachable(t *testing.T) {
 			fixHas(t, r, IDChrootUnreachable, tc.fix...)
 		})
 	}
+	// the socket unit's second ListenStream= (in a drop-in) serves the
+	// chroot; an enabled socket unit counts whatever runs the daemon
+	t.Run("ListenStream in the chroot", func(t *testing.T) {
+		unit := outside.with(
+			"/lib/systemd/system/saslgate.socket", "[Unit]\nDescription=x\n[Socket]\nListenStream=/run/saslauthd/mux\n",
+			"/etc/systemd/system/saslgate.socket.d/postfix-chroot.conf", "[Socket]\nListenStream="+in+"/mux\n",
+			in, "dir:0710:sasl",
+			in+"/mux", "socket",
+		)
+		check(t, unit, nil)
+		check(t, unit.with("/etc/default/saslgate", "-",
+			"/etc/systemd/system/sockets.target.wants/saslgate.socket", "link:/lib/systemd/system/saslgate.socket"),
+			func(o *Options) { o.DaemonArgs = []string{"-a", "sasldb"} })
+		// not enabled, and the daemon not run by saslgate.service: the
+		// unit's sockets are not the daemon's, so the chroot socket is
+		// served by nobody doctor knows, but it answers: no finding
+		check(t, unit.with("/etc/default/saslgate", "-"), func(o *Options) { o.DaemonArgs = []string{"-a", "sasldb"} })
+		// an empty ListenStream= in a drop-in resets the list
+		r := check(t, unit.with("/etc/systemd/system/saslgate.socket.d/postfix-chroot.conf", "[Socket]\nListenStream=\nListenStream=/run/other/mux\n"),
+			nil, IDSocketMissing)
+		if f, _ := find(r, IDSocketMissing); !strings.Contains(f.Summary, "/run/other/mux") || len(r.Findings) != 1 {
+			t.Errorf("want /run/other/mux alone reported:\n%s", dump(r))
+		}
+	})
 	// not chrooted: the same socket is fine
 	t.Run("smtpd not chrooted", func(t *testing.T) {
 		check(t, outside.with("/etc/postfix/master.cf", "smtp inet n - n - - smtpd\n"), nil)

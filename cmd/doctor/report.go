@@ -35,7 +35,11 @@ func (r Report) WriteText(w io.Writer) error {
 			}
 			fmt.Fprintf(&b, "%s %s: %s\n", f.Severity, f.ID, f.Summary)
 			if f.Detail != "" {
-				fmt.Fprintf(&b, "  saw: %s\n", f.Detail)
+				label := "saw"
+				if f.Severity == Info {
+					label = "note"
+				}
+				fmt.Fprintf(&b, "  %s: %s\n", label, f.Detail)
 			}
 			if f.Fix != "" {
 				b.WriteString("  fix:\n")

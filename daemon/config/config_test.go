@@ -445,6 +445,7 @@ func TestKeysTable(t *testing.T) {
 		"cache_negative_ttl", "cache_stale_ttl", "failure_delay", "auth_penalty_base", "auth_penalty_max",
 		"auth_penalty_decay", "trusted_networks", "rimap_hosts", "rimap_tls", "rimap_ca_file", "rimap_server_name",
 		"rimap_tls_verify", "rimap_connect_timeout", "rimap_command_timeout", "rimap_pool_size", "rimap_pool_idle",
+		"checkpassword_path", "checkpassword_args", "checkpassword_timeout", "checkpassword_procs",
 		"realm_split", "default_realm", "realm_lowercase", "login_lowercase", "login_chars", "realm_strip",
 		"realm_join", "service_map", "service_mech", "log_level"}
 	if !slices.Equal(names, want) {

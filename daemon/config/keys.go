@@ -63,7 +63,7 @@ var keys = []Key{
 	{Name: "mech", Flag: "-a", Doc: "The mechanism chain, saslauthd's -a: mechanism names, tried in order. " +
 		"ACCEPT stops with OK, REJECT tries the next one, TEMPFAIL stops with NO. Required, here or with -a.",
 		v: chainValue(func(c *Config) *[]string { return &c.Mech })},
-	{Name: "mech_option", Flag: "-O", Doc: "saslauthd's -O, the mechanism option: rimap's host[/port].",
+	{Name: "mech_option", Flag: "-O", Doc: "saslauthd's -O, the mechanism option: rimap's host[/port], checkpassword's program.",
 		v: stringValue{func(c *Config) *string { return &c.MechOption }, nil, "text, the rest of the line"}},
 	{Name: "sasldb_path", Flag: "--sasldb-path", Default: "/etc/sasldb2", Doc: "The sasldb file the sasldb mechanism reads.",
 		v: pathValue(func(c *Config) *string { return &c.SasldbPath })},
@@ -134,6 +134,12 @@ var keys = []Key{
 	{Name: "rimap_command_timeout", Doc: "Bound on the greeting, STARTTLS and each LOGIN (default 10s).", v: mechValue("rimap_command_timeout")},
 	{Name: "rimap_pool_size", Doc: "Connections kept connected, greeted and handshaken, so a request pays only for LOGIN (default 4; 0: one connection per request, as saslauthd).", v: mechValue("rimap_pool_size")},
 	{Name: "rimap_pool_idle", Doc: "How long a ready connection may wait unused (default 30s).", v: mechValue("rimap_pool_idle")},
+
+	// passed to the checkpassword mechanism, likewise
+	{Name: "checkpassword_path", Doc: "The qmail checkpassword program the checkpassword mechanism runs (vchkpw, checkvpw, ...); default: -O.", v: mechValue("checkpassword_path")},
+	{Name: "checkpassword_args", Doc: "The program it runs on success, with its arguments, separated by spaces (default /bin/true).", v: mechValue("checkpassword_args")},
+	{Name: "checkpassword_timeout", Doc: "Bound on one run of the program; then its whole process group is killed and the answer is TEMPFAIL (default 10s).", v: mechValue("checkpassword_timeout")},
+	{Name: "checkpassword_procs", Doc: "Programs running at once; more requests wait (default: -n, or 5 with -n 0).", v: mechValue("checkpassword_procs")},
 
 	// request rewriting, in the order the rules run
 	{Name: "realm_split", Default: "no", Doc: "Split a login typed as user@domain at the last @ into login " +

@@ -3,6 +3,7 @@
 package all
 
 import (
+	_ "github.com/saslgate/saslgate/mechs/checkpassword" // checkpassword
 	_ "github.com/saslgate/saslgate/mechs/getpwent" // getpwent
 	_ "github.com/saslgate/saslgate/mechs/pam"      // pam
 	_ "github.com/saslgate/saslgate/mechs/rimap"    // rimap
