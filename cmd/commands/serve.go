@@ -346,7 +346,7 @@ func policy(c *config.Config, l *slog.Logger) (*daemon.Policy, error) {
 		"pam_mode":    c.PAMMode,
 		// saslauthd runs -n processes, each doing one PAM transaction;
 		// -n 0 (no cap, saslauthd forks per request) keeps the default pool
-		"pam_workers": strconv.Itoa(cmp.Or(c.Procs, 5)),
+		"pam_workers":         strconv.Itoa(cmp.Or(c.Procs, 5)),
 		"checkpassword_procs": strconv.Itoa(cmp.Or(c.Procs, 5)),
 	}}
 	maps.Copy(mopts.Values, c.MechValues)
