@@ -3,8 +3,8 @@
 // benchmark, the soak): its own configuration, base and state directories
 // and log in a directory of the caller's, a passwd-file passdb, a throw-away
 // CA, one plaintext-with-STARTTLS port on 127.0.0.1, no authentication
-// penalty, and Dovecot's high-performance mode (login and imap processes
-// serve many connections, so a login is not a process spawn). The soak also
+// penalty, and Dovecot's high-performance mode (login processes serve many
+// connections, imap processes are reused). The soak also
 // stops, stalls, kills and restarts it on the same port.
 package dovecot
 
@@ -123,11 +123,13 @@ service anvil {
     mode = 0
   }
 }
-# high-performance mode: login and imap processes serve many connections,
-# so the back end is not a process spawn per login
+# high-performance mode: login processes serve many connections and imap
+# processes are reused, so a login is not a process spawn; an imap process
+# serves one client at a time (mbox refuses client_limit above 1: every
+# session would fail right after its LOGIN)
 service imap {
   service_count = 0
-  client_limit = 256
+  client_limit = 1
   process_min_avail = 2
 }
 service imap-login {

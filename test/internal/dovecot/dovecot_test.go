@@ -2,9 +2,11 @@ package dovecot
 
 import (
 	"bufio"
+	"fmt"
 	"net"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"syscall"
@@ -45,12 +47,28 @@ func login(t *testing.T, s *Server, user, pass string, timeout time.Duration) (s
 	if _, err := c.Write([]byte("a LOGIN " + user + " " + pass + "\r\n")); err != nil {
 		return "", err
 	}
+	status, err := tagged(r, "a ")
+	if err != nil || status != "OK" {
+		return status, err
+	}
+	// the session behind the LOGIN must work too (mbox refuses an imap
+	// process that serves several clients, right after LOGIN)
+	if _, err := c.Write([]byte("b NOOP\r\n")); err != nil {
+		return "", err
+	}
+	if noop, err := tagged(r, "b "); err != nil || noop != "OK" {
+		return "", fmt.Errorf("NOOP after LOGIN: %q, %v", noop, err)
+	}
+	return status, nil
+}
+
+func tagged(r *bufio.Reader, tag string) (string, error) {
 	for {
 		line, err := r.ReadString('\n')
 		if err != nil {
 			return "", err
 		}
-		if strings.HasPrefix(line, "a ") {
+		if strings.HasPrefix(line, tag) {
 			return strings.Fields(line)[1], nil
 		}
 	}
@@ -113,6 +131,9 @@ func TestLifecycle(t *testing.T) {
 	check("restarted after Kill", "alice", "pw-alice", "OK")
 	if err := s.Restart(); err == nil {
 		t.Fatal("Restart of a running server succeeded")
+	}
+	if log, _ := os.ReadFile(filepath.Join(dir, "dovecot.log")); strings.Contains(string(log), "Error:") {
+		t.Errorf("dovecot.log has errors:\n%s", log)
 	}
 }
 
