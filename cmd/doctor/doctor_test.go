@@ -580,3 +580,29 @@ func imapsServer(t *testing.T, ca *testCA, name string) int {
 func pemBlock(der []byte) string {
 	return string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}))
 }
+
+// Bounds: a config file over maxFileSize is not loaded, and a parameter
+// that refers to itself does not expand forever.
+func TestBounds(t *testing.T) {
+	root := fx{"/etc/big": strings.Repeat("x", maxFileSize+1), "/etc/ok": strings.Repeat("x", maxFileSize)}.build(t)
+	r := rootFS{root: root}
+	if _, err := r.readFile("/etc/big"); err == nil {
+		t.Error("a file over maxFileSize was read")
+	}
+	if b, err := r.readFile("/etc/ok"); err != nil || len(b) != maxFileSize {
+		t.Errorf("a file of maxFileSize: %d bytes, %v", len(b), err)
+	}
+
+	done := make(chan Report, 1)
+	f := base().with("/etc/postfix/main.cf", "smtpd_sasl_auth_enable = yes\nsmtpd_sasl_local_domain = x$smtpd_sasl_local_domain\nmyhostname = $mydomain\nmydomain = $myhostname\n")
+	o := Options{Root: f.build(t), Probes: fixtureProbes()}
+	go func() { done <- Run(context.Background(), o) }()
+	select {
+	case r := <-done:
+		if _, ok := find(r, IDLocalDomainRealm); !ok {
+			t.Errorf("want the (odd) realm reported:\n%s", dump(r))
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("a self-referencing parameter: expansion did not end")
+	}
+}
