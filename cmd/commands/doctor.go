@@ -35,8 +35,9 @@ func newDoctorCmd(stdout, stderr io.Writer) *cobra.Command {
 			"  saslgate doctor --postfix-config /etc/postfix-out --json\n" +
 			"  saslgate doctor -- -a sasldb -m /var/spool/postfix/var/run/saslauthd\n" +
 			"  saslgate doctor --root ./fixture",
-		SilenceUsage:  true,
-		SilenceErrors: true,
+		SilenceUsage:          true,
+		SilenceErrors:         true,
+		DisableFlagsInUseLine: true,
 	}
 	usageErr := func(format string, a ...any) error {
 		fmt.Fprintf(stderr, "saslgate doctor: "+format+"\n", a...)
@@ -45,8 +46,8 @@ func newDoctorCmd(stdout, stderr io.Writer) *cobra.Command {
 	}
 	cmd.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return usageErr("%v", err) })
 	f := cmd.Flags()
-	f.StringVar(&root, "root", "", "read every file under DIR (a copy of a system); live probes are skipped")
-	f.StringVar(&postfixConfig, "postfix-config", doctor.DefaultPostfixConfig, "the Postfix instance's config_directory")
+	f.StringVar(&root, "root", "", "read every file under `DIR` (a copy of a system); live probes are skipped")
+	f.StringVar(&postfixConfig, "postfix-config", doctor.DefaultPostfixConfig, "the Postfix instance's config_directory, `DIR`")
 	f.BoolVar(&asJSON, "json", false, `print {"ok":bool,"findings":[{"id","severity","summary","detail","fix"}]}`)
 	cmd.RunE = func(c *cobra.Command, args []string) error {
 		var daemonArgs []string
