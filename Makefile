@@ -4,11 +4,20 @@ GO         ?= go
 BIN        := bin/saslgate
 VERSION    ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS    := -X github.com/saslgate/saslgate/cmd/commands.Version=$(VERSION)
-DEB_PKGS   := libpam0g-dev libpam-wrapper sasl2-bin dovecot-imapd postfix swaks libsasl2-modules db5.3-util
+DEB_PKGS   := libpam0g-dev libpam-wrapper sasl2-bin dovecot-imapd postfix swaks libsasl2-modules db5.3-util groff-base
 FUZZTIME   ?= 30s
 BENCHTIME  ?= $(if $(filter 1,$(BENCH_QUICK)),100ms,5s)
+# make package: nfpm pinned (v2.46.3 and later do not build from this proxy),
+# built once into bin/tools; the package version is 0.1.0 plus the date and
+# hash of the commit built (.dirty for uncommitted changes), so one commit
+# gives one version wherever it is built, and the binary says the same
+NFPM_VERSION := v2.44.0
+NFPM       := bin/tools/nfpm-$(NFPM_VERSION)
+DIST       ?= dist
+PKG_VERSION ?= $(shell v=0.1.0; d=$$(git log -1 --format=%cd --date=format:%Y%m%d 2>/dev/null) && \
+	v=$$v~git$$d.$$(git rev-parse --short=7 HEAD) && { git diff --quiet HEAD 2>/dev/null || v=$$v.dirty; }; echo $$v)
 
-.PHONY: all build run test unit e2e lint units fuzz bench deps clean
+.PHONY: all build run test unit e2e lint units fuzz bench deps clean package
 
 all: build
 
@@ -91,6 +100,25 @@ fuzz:
 bench: deps build
 	$(GO) test -run='^$$' -bench=. -benchtime=$(BENCHTIME) ./protocol/ ./mechs/... ./daemon/
 	$(GO) run ./test/benchcmp -bin $(BIN) $(BENCHFLAGS)
+
+# package builds dist/saslgate_<version>_amd64.deb and saslgate-<version>.x86_64.rpm
+# (DIST=dir for another directory) from packaging/nfpm.yaml.
+package: $(NFPM)
+	@for f in systemd/saslgate.service systemd/saslgate.socket systemd/saslgate.tmpfiles; do \
+	  [ -f $$f ] || { echo "package: $$f missing"; exit 1; }; done
+	rm -rf $(DIST)/stage && mkdir -p $(DIST)/stage
+	$(MAKE) --no-print-directory build BIN=$(DIST)/stage/saslgate VERSION=$(PKG_VERSION)
+	gzip -9n < packaging/man/saslgate.8 > $(DIST)/stage/saslgate.8.gz
+	gzip -9n < packaging/man/saslgate.conf.5 > $(DIST)/stage/saslgate.conf.5.gz
+	export SASLGATE_VERSION=$(PKG_VERSION) SASLGATE_STAGE=$(DIST)/stage \
+	  SOURCE_DATE_EPOCH=$$(git log -1 --format=%ct 2>/dev/null || echo 0); \
+	for p in deb rpm; do $(NFPM) package -f packaging/nfpm.yaml -p $$p -t $(DIST)/ || exit 1; done
+	rm -rf $(DIST)/stage
+
+$(NFPM):
+	mkdir -p $(@D)/nfpm-build
+	GOBIN=$(abspath $(@D))/nfpm-build $(GO) install github.com/goreleaser/nfpm/v2/cmd/nfpm@$(NFPM_VERSION)
+	mv $(@D)/nfpm-build/nfpm $@ && rmdir $(@D)/nfpm-build
 
 clean:
 	rm -rf bin dist

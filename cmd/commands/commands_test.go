@@ -3,9 +3,17 @@ package commands
 import (
 	"bytes"
 	"errors"
+	"io"
+	"os"
+	"slices"
 	"strings"
 	"testing"
 
+	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
+
+	"github.com/saslgate/saslgate/daemon/config"
+	"github.com/saslgate/saslgate/mechs"
 	_ "github.com/saslgate/saslgate/mechs/all"
 )
 
@@ -110,5 +118,159 @@ func TestRoot_VersionFlag(t *testing.T) {
 	Version = "1.0-{{.Name}}"
 	if code, out, _ := run("-v"); code != 0 || !strings.HasPrefix(out, "saslgate 1.0-{{.Name}} (") {
 		t.Errorf("-v with braces in the version: exit %d, %q", code, out)
+	}
+}
+
+// manEntry is one ".TP" entry of a man page: the tag line turned into its
+// words (escapes and quotes removed), and the body lines after it.
+type manEntry struct {
+	tag  []string
+	body []string
+}
+
+// manSections splits a man page into its sections, by ".SH" title
+// (unquoted), each a list of entries.
+func manSections(t *testing.T, path string) map[string][]manEntry {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	plain := strings.NewReplacer(`\-`, "-", `\fB`, "", `\fI`, "", `\fR`, "", `\fP`, "", `"`, " ", ",", " ")
+	secs := map[string][]manEntry{}
+	sec, inTag := "", false
+	for _, l := range strings.Split(string(b), "\n") {
+		switch {
+		case strings.HasPrefix(l, ".SH "):
+			sec = strings.Trim(strings.TrimPrefix(l, ".SH "), `"`)
+			secs[sec] = nil
+		case l == ".TP":
+			inTag = true
+		case inTag:
+			inTag = false
+			secs[sec] = append(secs[sec], manEntry{tag: strings.Fields(plain.Replace(l))})
+		case strings.HasPrefix(l, ".SS"):
+			secs[sec] = append(secs[sec], manEntry{}) // ends the entry before
+		case len(secs[sec]) > 0:
+			e := &secs[sec][len(secs[sec])-1]
+			e.body = append(e.body, l)
+		}
+	}
+	return secs
+}
+
+// The man page documents every command and every option of each, in the
+// section of that command, so neither can be added without it.
+func TestManPage_CoversCommandLine(t *testing.T) {
+	secs := manSections(t, "../../packaging/man/saslgate.8")
+	tagged := func(sec, word string) bool {
+		for _, e := range secs[sec] {
+			if slices.Contains(e.tag, word) {
+				return true
+			}
+		}
+		return false
+	}
+	root := newRootCmd(io.Discard, io.Discard)
+	root.InitDefaultHelpCmd()
+	cmds := []*cobra.Command{root}
+	for _, c := range root.Commands() {
+		if c.Hidden {
+			continue
+		}
+		cmds = append(cmds, c)
+		found := false
+		for _, e := range secs["COMMANDS"] {
+			found = found || len(e.tag) > 1 && e.tag[0] == ".B" && e.tag[1] == "saslgate" && e.tag[2] == c.Name()
+		}
+		if !found {
+			t.Errorf("COMMANDS has no entry for saslgate %s", c.Name())
+		}
+	}
+	for _, c := range cmds {
+		c.InitDefaultHelpFlag()
+		sec := "OPTIONS"
+		if c != root {
+			sec = strings.ToUpper(c.Name()) + " OPTIONS"
+		}
+		c.Flags().VisitAll(func(f *pflag.Flag) {
+			_, hasSec := secs[sec]
+			if c.Name() == "help" || f.Hidden || f.Name == "help" && !hasSec {
+				return // a command whose only option is -h needs no section
+			}
+			if !hasSec {
+				t.Errorf("no section %q for %s's options", sec, c.Name())
+				return
+			}
+			if !tagged(sec, "--"+f.Name) {
+				t.Errorf("%s: --%s is not documented", sec, f.Name)
+			}
+			if f.Shorthand != "" && !tagged(sec, "-"+f.Shorthand) {
+				t.Errorf("%s: -%s (--%s) is not documented", sec, f.Shorthand, f.Name)
+			}
+		})
+	}
+}
+
+// Every config key's Flag is an option of serve, and SERVE OPTIONS names
+// the key under that option and under no other.
+func TestManPage_ServeOptionKeys(t *testing.T) {
+	serve := newServeCmd("serve", "saslgate serve", io.Discard)
+	keyOf := map[string]string{} // flag as written ("-a", "--sasldb-path") -> key
+	for _, k := range config.Keys() {
+		if k.Flag == "" {
+			continue
+		}
+		keyOf[k.Flag] = k.Name
+		var f *pflag.Flag
+		if long, ok := strings.CutPrefix(k.Flag, "--"); ok {
+			f = serve.Flags().Lookup(long)
+		} else if len(k.Flag) == 2 && k.Flag[0] == '-' {
+			f = serve.Flags().ShorthandLookup(k.Flag[1:])
+		}
+		if f == nil {
+			t.Errorf("key %s: flag %q is not an option of serve", k.Name, k.Flag)
+		}
+	}
+	documented := map[string]bool{}
+	for _, e := range manSections(t, "../../packaging/man/saslgate.8")["SERVE OPTIONS"] {
+		var named []string // keys the entry names: "(key" then ".BR name"
+		for i, l := range e.body {
+			if strings.HasSuffix(l, "(key") && i+1 < len(e.body) {
+				if f := strings.Fields(e.body[i+1]); len(f) > 1 {
+					named = append(named, f[1])
+				}
+			}
+		}
+		var want []string
+		for _, w := range e.tag {
+			if k, ok := keyOf[w]; ok {
+				want = append(want, k)
+				documented[k] = true
+			}
+		}
+		if !slices.Equal(named, want) {
+			t.Errorf("SERVE OPTIONS %v names keys %v, want %v", e.tag, named, want)
+		}
+	}
+	for _, k := range keyOf {
+		if !documented[k] {
+			t.Errorf("key %s: its flag is not in SERVE OPTIONS", k)
+		}
+	}
+}
+
+// Every mechanism the binary has is described under -a.
+func TestManPage_Mechanisms(t *testing.T) {
+	var body []string
+	for _, e := range manSections(t, "../../packaging/man/saslgate.8")["SERVE OPTIONS"] {
+		if slices.Contains(e.tag, "-a") {
+			body = e.body
+		}
+	}
+	for _, m := range mechs.Names() {
+		if !slices.Contains(body, ".B "+m) {
+			t.Errorf("SERVE OPTIONS -a does not describe mechanism %s (a line \".B %s\")", m, m)
+		}
 	}
 }

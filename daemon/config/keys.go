@@ -109,10 +109,10 @@ var keys = []Key{
 		v: offDurationValue(func(c *Config) *time.Duration { return &c.CacheStaleTTL })},
 
 	// brute-force throttling
-	{Name: "failure_delay", Restart: true, Default: "2s", Doc: "Wait before every NO (jittered by a quarter either way), " +
+	{Name: "failure_delay", Flag: "--failure-delay", Restart: true, Default: "2s", Doc: "Wait before every NO (jittered by a quarter either way), " +
 		"without holding a worker. 0: answer at once, as saslauthd.",
 		v: offDurationValue(func(c *Config) *time.Duration { return &c.FailureDelay })},
-	{Name: "auth_penalty_base", Restart: true, Default: "2s", Doc: "Extra wait after a client address's or a login's " +
+	{Name: "auth_penalty_base", Flag: "--auth-penalty", Restart: true, Default: "2s", Doc: "Extra wait after a client address's or a login's " +
 		"first failure; it doubles with each further failure up to auth_penalty_max and halves with " +
 		"every auth_penalty_decay of quiet. The same wrong password repeated does not grow it. 0: off.",
 		v: offDurationValue(func(c *Config) *time.Duration { return &c.PenaltyBase })},
@@ -125,15 +125,15 @@ var keys = []Key{
 		v: prefixesValue{}},
 
 	// passed to the rimap mechanism, which checks them at start and on reload
-	{Name: "rimap_hosts", Doc: "More IMAP servers, host[/port] separated by spaces or commas, tried in order after -O's (a server that cannot be reached before LOGIN is sent is skipped).", v: mechValue("rimap_hosts")},
-	{Name: "rimap_tls", Doc: "none (saslauthd's plaintext), starttls, or implicit (port 993 unless given).", v: mechValue("rimap_tls")},
-	{Name: "rimap_ca_file", Doc: "PEM file of the CAs that sign the IMAP server's certificate; default: the system's roots.", v: mechValue("rimap_ca_file")},
-	{Name: "rimap_server_name", Doc: "The name the IMAP server's certificate must carry; default: the host as configured.", v: mechValue("rimap_server_name")},
-	{Name: "rimap_tls_verify", Doc: "yes (default) or no; no accepts any certificate and is logged as a warning.", v: mechValue("rimap_tls_verify")},
-	{Name: "rimap_connect_timeout", Doc: "Bound on resolving and connecting to one IMAP server (default 5s).", v: mechValue("rimap_connect_timeout")},
-	{Name: "rimap_command_timeout", Doc: "Bound on the greeting, STARTTLS and each LOGIN (default 10s).", v: mechValue("rimap_command_timeout")},
-	{Name: "rimap_pool_size", Doc: "Connections kept connected, greeted and handshaken, so a request pays only for LOGIN (default 4; 0: one connection per request, as saslauthd).", v: mechValue("rimap_pool_size")},
-	{Name: "rimap_pool_idle", Doc: "How long a ready connection may wait unused (default 30s).", v: mechValue("rimap_pool_idle")},
+	{Name: "rimap_hosts", Flag: "--rimap-hosts", Doc: "More IMAP servers, host[/port] separated by spaces or commas, tried in order after -O's (a server that cannot be reached before LOGIN is sent is skipped).", v: mechValue("rimap_hosts")},
+	{Name: "rimap_tls", Flag: "--rimap-tls", Doc: "none (saslauthd's plaintext), starttls, or implicit (port 993 unless given).", v: mechValue("rimap_tls")},
+	{Name: "rimap_ca_file", Flag: "--rimap-ca-file", Doc: "PEM file of the CAs that sign the IMAP server's certificate; default: the system's roots.", v: mechValue("rimap_ca_file")},
+	{Name: "rimap_server_name", Flag: "--rimap-server-name", Doc: "The name the IMAP server's certificate must carry; default: the host as configured.", v: mechValue("rimap_server_name")},
+	{Name: "rimap_tls_verify", Flag: "--rimap-tls-verify", Doc: "yes (default) or no; no accepts any certificate and is logged as a warning.", v: mechValue("rimap_tls_verify")},
+	{Name: "rimap_connect_timeout", Flag: "--rimap-connect-timeout", Doc: "Bound on resolving and connecting to one IMAP server (default 5s).", v: mechValue("rimap_connect_timeout")},
+	{Name: "rimap_command_timeout", Flag: "--rimap-command-timeout", Doc: "Bound on the greeting, STARTTLS and each LOGIN (default 10s).", v: mechValue("rimap_command_timeout")},
+	{Name: "rimap_pool_size", Flag: "--rimap-pool-size", Doc: "Connections kept connected, greeted and handshaken, so a request pays only for LOGIN (default 4; 0: one connection per request, as saslauthd).", v: mechValue("rimap_pool_size")},
+	{Name: "rimap_pool_idle", Flag: "--rimap-pool-idle", Doc: "How long a ready connection may wait unused (default 30s).", v: mechValue("rimap_pool_idle")},
 
 	// passed to the checkpassword mechanism, likewise
 	{Name: "checkpassword_path", Doc: "The qmail checkpassword program the checkpassword mechanism runs (vchkpw, checkvpw, ...); default: -O.", v: mechValue("checkpassword_path")},
@@ -173,7 +173,7 @@ var keys = []Key{
 		v: servicesValue{}},
 
 	// logging
-	{Name: "log_level", Default: "0", Doc: "The login-debug level, as Courier's DEBUG_LOGIN: 0 saslauthd's " +
+	{Name: "log_level", Flag: "--log-level", Default: "0", Doc: "The login-debug level, as Courier's DEBUG_LOGIN: 0 saslauthd's " +
 		"log lines only; 1 also, for each request, the realm and service rewrites, each mechanism tried " +
 		"and its verdict, and cache hits; 2 also the PASSWORDS, with a warning at start-up and on every " +
 		"line: for a short debugging session only.",
