@@ -64,6 +64,11 @@ type Server struct {
 	// Throttle, when set, delays failures (failure_delay, penalties).
 	Throttle *throttle.Throttle
 
+	// Observer, when set, is told of every request, reply and connection
+	// error (metrics). Set it before Serve.
+	Observer Observer
+
+	calls    atomic.Int64 // mechanism chains running, for Stats
 	policy   atomic.Pointer[policyState]
 	initOnce sync.Once
 	stopCtx  context.Context // ends at Shutdown: failure delays stop waiting
@@ -222,6 +227,8 @@ func (s *Server) authenticate(preq protocol.Request) string {
 					return mechs.TempFailed(mechs.ReplyInternal, "timed out waiting for a free worker (-n)")
 				}
 			}
+			s.calls.Add(1)
+			defer s.calls.Add(-1)
 			r, err := chain.Authenticate(ctx, rw.Request)
 			if err != nil { // a bare mechanism (not a Chain) may return one
 				r = mechs.TempFailed(mechs.ReplyInternal, err.Error())
@@ -233,6 +240,11 @@ func (s *Server) authenticate(preq protocol.Request) string {
 		})
 	}
 	mech := cmp.Or(res.By, p.Rules.Services.Default)
+	decided := time.Since(start)
+	metricMech := res.By // before the switch may replace res
+	if outcome.Cached() || outcome == CacheStale {
+		metricMech = MechCache
+	}
 	reply := res.Reply
 	switch {
 	case res.Verdict == mechs.Accept && strings.HasPrefix(res.Reply, "OK"):
@@ -267,6 +279,9 @@ func (s *Server) authenticate(preq protocol.Request) string {
 	}
 
 	delay := s.Throttle.Observe(lg, res.Verdict)
+	if o := s.Observer; o != nil {
+		o.Request(RequestEvent{Mech: cmp.Or(metricMech, MechNone), Verdict: res.Verdict, Duration: decided, Delay: delay})
+	}
 	if p.LogLevel >= 1 {
 		if outcome.Cached() {
 			note("cache: " + outcome.String())
