@@ -315,5 +315,22 @@ func (m *PAM) Close() error {
 	return m.closeErr
 }
 
+// WorkerRestarts reports how many workers this mechanism killed or found
+// dead and replaced, by reason (RestartReasons), for metrics read at scrape
+// time; the request path only bumps an atomic counter. final reports that
+// the mechanism is closed, or runs PAM in-process, so the counts will not
+// change again. In ModeInProcess counts is nil.
+func (m *PAM) WorkerRestarts() (counts map[string]uint64, final bool) {
+	if m.pool == nil {
+		return nil, true
+	}
+	final = m.pool.isClosed() // first: counts read after it are the last ones
+	counts = make(map[string]uint64, numRestartReasons)
+	for r, name := range RestartReasons() {
+		counts[name] = m.pool.restarts[r].Load()
+	}
+	return counts, final
+}
+
 // Interface guards
 var _ mechs.Mechanism = (*PAM)(nil)

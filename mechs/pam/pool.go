@@ -14,6 +14,7 @@ import (
 	"runtime"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 )
@@ -59,7 +60,26 @@ type pool struct {
 	// lastDenied is when a refused respawn was last logged: a crashing
 	// stack under load is one log line a second, not one per request.
 	lastDenied time.Time
+
+	restarts [numRestartReasons]atomic.Uint64
 }
+
+// restartReason is why a worker was killed or found dead, its slot emptied
+// for a new one.
+type restartReason uint8
+
+const (
+	restartCrash    restartReason = iota // it died mid-transaction (a module crashed or exited)
+	restartHang                          // the transaction outlived the request's deadline
+	restartProtocol                      // it broke the pipe protocol
+	restartIdleExit                      // it exited while idle
+	numRestartReasons
+)
+
+// RestartReasons are the reasons WorkerRestarts reports, in order.
+func RestartReasons() []string { return []string{"crash", "hang", "protocol", "idle_exit"} }
+
+func (p *pool) restarted(r restartReason) { p.restarts[r].Add(1) }
 
 type spawnResult struct {
 	w   *worker
@@ -164,6 +184,7 @@ func (p *pool) acquire(ctx context.Context) (*worker, error) {
 	}
 	if w != nil && w.exited() {
 		p.logger.Warn("pam worker exited while idle; starting another", "pid", w.pid, "status", w.status())
+		p.restarted(restartIdleExit)
 		w = nil
 	}
 	if w == nil {
@@ -353,6 +374,7 @@ func (p *pool) roundTrip(ctx context.Context, w *worker, payload []byte, r *txnR
 			p.kill(w)
 			w.await(exitWait)
 			p.logger.Warn("pam worker exited while idle; starting another", "pid", w.pid, "status", w.status())
+			p.restarted(restartIdleExit)
 			p.slots <- nil
 			return txnResult{}, true, fmt.Errorf("pam worker %d exited before it got the request: %s", w.pid, w.status())
 		}
@@ -385,6 +407,7 @@ func (p *pool) fail(ctx context.Context, w *worker, r *txnRequest, start time.Ti
 		err := fmt.Errorf("pam worker %d killed after %s: %w", w.pid, time.Since(start).Round(10*time.Millisecond), cause)
 		p.logger.Error("pam worker killed: the PAM stack did not answer in time",
 			"pid", w.pid, "service", r.Service, "user", r.Login, "err", err)
+		p.restarted(restartHang)
 		return err
 	case errors.Is(ioErr, io.EOF), errors.Is(ioErr, io.ErrUnexpectedEOF), errors.Is(ioErr, os.ErrClosed), errors.Is(ioErr, syscall.EPIPE):
 		// The worker went away mid-transaction: a module crashed it (or
@@ -397,12 +420,14 @@ func (p *pool) fail(ctx context.Context, w *worker, r *txnRequest, start time.Ti
 		err := fmt.Errorf("pam worker %d crashed: %s", w.pid, w.status())
 		p.logger.Error("pam worker crashed during a PAM transaction; starting another",
 			"pid", w.pid, "service", r.Service, "user", r.Login, "err", err)
+		p.restarted(restartCrash)
 		return err
 	default:
 		p.kill(w)
 		err := fmt.Errorf("pam worker %d killed: %w", w.pid, ioErr)
 		p.logger.Error("pam worker killed: broken pipe protocol",
 			"pid", w.pid, "service", r.Service, "user", r.Login, "err", err)
+		p.restarted(restartProtocol)
 		return err
 	}
 }
