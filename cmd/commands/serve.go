@@ -67,6 +67,8 @@ const saslgateUsage = `saslgate additions:
       --failure-delay <dur>      wait before every NO (default 2s; 0: none)
       --auth-penalty <dur>       first penalty of a failing address or login (default 2s; 0: none)
       --log-level <0|1|2>        login debugging: 1 every step of every login, 2 with passwords
+      --metrics <host:port>      Prometheus metrics at http://host:port/metrics (default off;
+                                 no authentication: bind to a loopback address)
       --rimap-tls <mode>         rimap: none, starttls or implicit; also --rimap-hosts,
                                  --rimap-ca-file, --rimap-server-name, --rimap-tls-verify,
                                  --rimap-connect-timeout, --rimap-command-timeout,
@@ -144,6 +146,8 @@ type serveOpts struct {
 	logLevel       int
 	configPath     string
 	check          bool
+	metrics        string // --metrics
+	metricsAddr    string // the flag or the file's metrics key
 
 	mechValues map[string]*string // --rimap-tls etc., by config key
 
@@ -199,6 +203,7 @@ func newServeCmd(use, argv0 string, stderr io.Writer) *cobra.Command {
 	f.IntVar(&o.logLevel, "log-level", 0, "login debugging: 0 saslauthd's lines, 1 every step, 2 with passwords")
 	f.StringVar(&o.configPath, "config", config.DefaultPath, "config file (key: value); flags win over it")
 	f.BoolVar(&o.check, "check", false, "validate the configuration, print it and exit")
+	f.StringVar(&o.metrics, "metrics", "", "serve Prometheus metrics on host:port at /metrics (no authentication: use loopback)")
 	// the mechanisms' own config keys, as long flags (rimap_tls: --rimap-tls)
 	o.mechValues = map[string]*string{}
 	for _, k := range config.Keys() {
@@ -260,6 +265,12 @@ func newServeCmd(use, argv0 string, stderr io.Writer) *cobra.Command {
 		if code >= 0 {
 			return exit(code)
 		}
+		stop, err := startMetrics(o.metricsAddr, &cfg)
+		if err != nil {
+			cfg.Server.Logger.Error(err.Error())
+			return exit(1)
+		}
+		defer stop()
 		return exit(daemon.Run(cfg))
 	}
 	return cmd
@@ -321,6 +332,7 @@ func (o *serveOpts) loadConfig() (*config.Config, error) {
 	set("failure-delay", func() { c.FailureDelay = o.failureDelay })
 	set("auth-penalty", func() { c.PenaltyBase = o.penaltyBase })
 	set("log-level", func() { c.LogLevel = o.logLevel })
+	set("metrics", func() { c.Metrics = o.metrics })
 	for key, v := range o.mechValues {
 		if f.Changed(flagName(key)) {
 			if c.MechValues == nil {
@@ -433,6 +445,7 @@ func (o *serveOpts) config(stderr io.Writer, usage func()) (daemon.Config, int) 
 		return daemon.Config{}, 0
 	}
 
+	o.metricsAddr = c.Metrics
 	level := slog.LevelInfo
 	if o.debug || o.verbose || c.LogLevel > 0 {
 		level = slog.LevelDebug

@@ -69,6 +69,8 @@ type Config struct {
 
 	LogLevel int // log_level
 
+	Metrics string // metrics: host:port, "" for off
+
 	// MechValues holds the mechanisms' own keys (rimap_tls, ...), passed
 	// to them as mechs.Options.Values.
 	MechValues map[string]string

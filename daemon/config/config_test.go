@@ -241,6 +241,10 @@ func TestParseErrors(t *testing.T) {
 		// path, enum
 		{"relative path", "run_dir: run/saslauthd\n", 1, `run_dir: bad value "run/saslauthd": want an absolute path`},
 		{"enum", "pam_mode: threads\n", 1, `pam_mode: bad value "threads": want workers or inprocess`},
+		// host:port
+		{"metrics no port", "metrics: 127.0.0.1\n", 1, `metrics: bad value "127.0.0.1": want host:port`},
+		{"metrics empty port", "metrics: 127.0.0.1:\n", 1, `metrics: bad value "127.0.0.1:": want host:port`},
+		{"metrics bare v6", "metrics: ::1:9129\n", 1, `metrics: bad value "::1:9129": want host:port`},
 		// chain
 		{"chain empty item", "mech: sasldb,,pam\n", 1, `mech: bad value "sasldb,,pam": empty item in list`},
 		{"chain trailing comma", "mech: pam,\n", 1, `mech: bad value "pam,": empty item in list`},
@@ -447,7 +451,7 @@ func TestKeysTable(t *testing.T) {
 		"rimap_tls_verify", "rimap_connect_timeout", "rimap_command_timeout", "rimap_pool_size", "rimap_pool_idle",
 		"checkpassword_path", "checkpassword_args", "checkpassword_timeout", "checkpassword_procs",
 		"realm_split", "default_realm", "realm_lowercase", "login_lowercase", "login_chars", "realm_strip",
-		"realm_join", "service_map", "service_mech", "log_level"}
+		"realm_join", "service_map", "service_mech", "log_level", "metrics"}
 	if !slices.Equal(names, want) {
 		t.Errorf("keys %q", names)
 	}

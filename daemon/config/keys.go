@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"net"
 	"net/netip"
 	"path/filepath"
 	"regexp"
@@ -178,6 +179,12 @@ var keys = []Key{
 		"and its verdict, and cache hits; 2 also the PASSWORDS, with a warning at start-up and on every " +
 		"line: for a short debugging session only.",
 		v: intValue{func(c *Config) *int { return &c.LogLevel }, 0, 2}},
+
+	// monitoring
+	{Name: "metrics", Flag: "--metrics", Restart: true, Doc: "host:port on which to serve Prometheus metrics at " +
+		"/metrics, e.g. 127.0.0.1:9129; unset: off. The endpoint has no authentication: bind it to a " +
+		"loopback address.",
+		v: stringValue{func(c *Config) *string { return &c.Metrics }, checkHostPort, "host:port"}},
 }
 
 func init() {
@@ -362,6 +369,16 @@ func (v stringValue) parse(c *Config, s string, _ int) error {
 }
 
 func (v stringValue) format(c *Config) []string { return nonEmpty(*v.p(c)) }
+
+// checkHostPort accepts host:port with a port (the host may be empty: all
+// addresses).
+func checkHostPort(s string) error {
+	_, port, err := net.SplitHostPort(s)
+	if err != nil || port == "" {
+		return errors.New("want host:port")
+	}
+	return nil
+}
 
 type pathValue func(*Config) *string
 

@@ -1,0 +1,284 @@
+package test
+
+// The --metrics endpoint of the real binary: a burst of requests through
+// the socket, then one scrape whose counters must match the burst exactly.
+
+import (
+	"bufio"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/saslgate/saslgate/protocol"
+)
+
+// metServing is the start-up line that names the endpoint.
+var metServing = regexp.MustCompile(`metrics: serving (http://\S+/metrics)`)
+
+// metURL waits for d to log its metrics address.
+func metURL(t *testing.T, d *Daemon) string {
+	t.Helper()
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		if m := metServing.FindStringSubmatch(d.Out.String()); m != nil {
+			return m[1]
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no metrics address logged:\n%s", d.Out.String())
+		}
+	}
+}
+
+// metScrape fetches the endpoint and parses the text format into
+// `name{labels}` -> value, the labels as the exposition writes them.
+func metScrape(t *testing.T, url string) map[string]float64 {
+	t.Helper()
+	c := &http.Client{Timeout: 10 * time.Second}
+	resp, err := c.Get(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != 200 || !strings.HasPrefix(resp.Header.Get("Content-Type"), "text/plain") {
+		b, _ := io.ReadAll(resp.Body)
+		t.Fatalf("scrape: %s %q\n%s", resp.Status, resp.Header.Get("Content-Type"), b)
+	}
+	out := map[string]float64{}
+	sc := bufio.NewScanner(resp.Body)
+	for sc.Scan() {
+		line := sc.Text()
+		if line == "" || strings.HasPrefix(line, "#") {
+			continue
+		}
+		i := strings.LastIndexByte(line, ' ')
+		v, err := strconv.ParseFloat(line[i+1:], 64)
+		if err != nil {
+			t.Fatalf("scrape line %q: %v", line, err)
+		}
+		out[line[:i]] = v
+	}
+	if err := sc.Err(); err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
+// TestMetricsBurst: 200 good logins, 50 bad ones, 100 of the good ones
+// again (answered by the cache) and a few malformed requests, then the
+// counters, the cache, the latency histogram and the open connections as
+// the scrape reports them.
+func TestMetricsBurst(t *testing.T) {
+	fx := sdbNewFixture(t)
+	polSettle(t, fx.DB) // the cache ignores a sasldb changed in the last 2 s
+	dir := sdbTempDir(t)
+	d := startDaemon(t, "saslgate", saslgateBin(t), "", dir, "serve", "-d", "-c", "-a", "sasldb",
+		"--sasldb-path", fx.DB, "-m", dir, "--failure-delay", "0", "--auth-penalty", "0",
+		"--metrics", "127.0.0.1:0")
+	url := metURL(t, d)
+	// startDaemon's readiness check connected and closed without a request
+	before := metScrape(t, url)
+
+	// Every good request has its own cache key (the service differs), so
+	// that none waits for an identical one in flight: the counts are exact
+	// whatever the interleaving. The bad ones are another user's, whose
+	// rejections do not drop dave's entries.
+	type job struct {
+		req  protocol.Request
+		want string
+	}
+	burst := func(jobs []job) {
+		t.Helper()
+		work := make(chan job)
+		var wg sync.WaitGroup
+		var mu sync.Mutex
+		var failed []string
+		for range 16 {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				for j := range work {
+					if got := ask(d.Socket(), j.req); got != j.want {
+						mu.Lock()
+						failed = append(failed, fmt.Sprintf("%s/%s: %q, want %q", j.req.Login, j.req.Service, got, j.want))
+						mu.Unlock()
+					}
+				}
+			}()
+		}
+		for _, j := range jobs {
+			work <- j
+		}
+		close(work)
+		wg.Wait()
+		if len(failed) > 0 {
+			t.Fatalf("%d replies wrong, first: %s", len(failed), failed[0])
+		}
+	}
+	good := func(i int) job {
+		return job{protocol.Request{Login: "dave", Password: sdbDavePw, Service: fmt.Sprintf("svc%03d", i), Realm: fx.Host}, "OK"}
+	}
+	var first []job
+	for i := range 200 {
+		first = append(first, good(i))
+	}
+	for i := range 50 {
+		bad := protocol.Request{Login: "erin", Password: fmt.Sprintf("wrong%02d", i), Service: fmt.Sprintf("bad%02d", i), Realm: sdbErinRealm}
+		if i%2 == 1 {
+			bad.Login = fmt.Sprintf("nobody%02d", i) // unknown user
+		}
+		first = append(first, job{bad, "NO"})
+	}
+	burst(first)
+	var again []job
+	for i := range 100 {
+		again = append(again, good(i))
+	}
+	burst(again)
+
+	// malformed: 3 frames cut short (no reply), 2 fields too long, 1 empty login
+	for range 3 {
+		if b, err := rawExchange(d.Socket(), []byte{0, 5, 'd', 'a'}, true, 10*time.Second); err != nil || len(b) != 0 {
+			t.Fatalf("short frame: %q %v", b, err)
+		}
+	}
+	for _, req := range []protocol.Request{
+		{Login: strings.Repeat("x", 300), Password: "p"},
+		{Login: "dave", Password: strings.Repeat("p", 257)},
+		{Login: "", Password: "p"},
+	} {
+		if got, want := ask(d.Socket(), req), map[bool]string{true: "NO NULL login received", false: "NO "}[req.Login == ""]; got != want {
+			t.Fatalf("malformed %d-byte login: %q, want %q", len(req.Login), got, want)
+		}
+	}
+
+	// a client closes as soon as it has its reply, the daemon a moment later
+	var got map[string]float64
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		got = metScrape(t, url)
+		if got["saslgate_open_connections"] == 0 || time.Now().After(deadline) {
+			break
+		}
+	}
+	want := map[string]float64{
+		`saslgate_requests_total{mech="sasldb",verdict="accept"}`:   200,
+		`saslgate_requests_total{mech="sasldb",verdict="reject"}`:   50,
+		`saslgate_requests_total{mech="sasldb",verdict="tempfail"}`: 0,
+		`saslgate_requests_total{mech="cache",verdict="accept"}`:    100,
+		`saslgate_requests_total{mech="cache",verdict="reject"}`:    0,
+		`saslgate_replies_total{reply="ok"}`:                        300,
+		`saslgate_replies_total{reply="no"}`:                        53,
+		`saslgate_cache_hits_total{kind="positive"}`:                100,
+		`saslgate_cache_hits_total{kind="negative"}`:                0,
+		`saslgate_cache_hits_total{kind="shared"}`:                  0,
+		`saslgate_cache_misses_total`:                               250,
+		`saslgate_cache_bypassed_total`:                             0,
+		`saslgate_cache_stale_served_total`:                         0,
+		`saslgate_cache_entries`:                                    200,
+		// the histogram counts every request the policy answered
+		`saslgate_request_duration_seconds_count{mech="sasldb"}`:            250,
+		`saslgate_request_duration_seconds_count{mech="cache"}`:             100,
+		`saslgate_request_duration_seconds_bucket{mech="sasldb",le="+Inf"}`: 250,
+		`saslgate_request_duration_seconds_bucket{mech="cache",le="+Inf"}`:  100,
+		`saslgate_connection_errors_total{kind="bad_frame"}`:                before[`saslgate_connection_errors_total{kind="bad_frame"}`] + 3,
+		`saslgate_connection_errors_total{kind="field_too_long"}`:           2,
+		`saslgate_connection_errors_total{kind="null_login"}`:               1,
+		`saslgate_connection_errors_total{kind="null_password"}`:            0,
+		`saslgate_connection_errors_total{kind="read_timeout"}`:             0,
+		`saslgate_throttled_requests_total`:                                 0,
+		`saslgate_throttle_delay_seconds_total`:                             0,
+		`saslgate_open_connections`:                                         0,
+		`saslgate_mechanism_calls_in_flight`:                                0,
+	}
+	for k, v := range want {
+		if g, ok := got[k]; (!ok && v != 0) || g != v {
+			t.Errorf("%s = %v (present %v), want %v", k, g, ok, v)
+		}
+	}
+	for k := range got {
+		if strings.HasPrefix(k, "saslgate_pam_") {
+			t.Errorf("%s reported without pam", k)
+		}
+	}
+	if before[`saslgate_connection_errors_total{kind="bad_frame"}`] > 2 {
+		t.Errorf("%v bad frames before the burst", before[`saslgate_connection_errors_total{kind="bad_frame"}`])
+	}
+	// cache hits are answered faster than sasldb lookups; both well under a second
+	if sum := got[`saslgate_request_duration_seconds_sum{mech="cache"}`]; sum <= 0 || sum/100 > 0.1 {
+		t.Errorf("cache latency sum %v", sum)
+	}
+	if n := got[`saslgate_request_duration_seconds_bucket{mech="sasldb",le="1"}`]; n != 250 {
+		t.Errorf("%v sasldb requests under 1 s, want 250", n)
+	}
+	if !strings.Contains(strings.Join(keys(got), "\n"), `saslgate_build_info{goversion="go`) {
+		t.Error("no build info")
+	}
+
+	// SIGTERM closes the endpoint with the daemon
+	d.Stop(t)
+	addr := strings.TrimSuffix(strings.TrimPrefix(url, "http://"), "/metrics")
+	if c, err := net.DialTimeout("tcp", addr, time.Second); err == nil {
+		c.Close()
+		t.Errorf("%s still listening after SIGTERM", addr)
+	}
+}
+
+func keys(m map[string]float64) []string {
+	ks := make([]string, 0, len(m))
+	for k := range m {
+		ks = append(ks, k)
+	}
+	return ks
+}
+
+// TestMetricsConfigAndErrors: the metrics key of the config file, and an
+// address that cannot be bound stops the start with exit 1, in the
+// foreground and detached.
+func TestMetricsConfigAndErrors(t *testing.T) {
+	fx := sdbNewFixture(t)
+	bin := saslgateBin(t)
+
+	dir := sdbTempDir(t)
+	conf := filepath.Join(dir, "saslgate.conf")
+	if err := os.WriteFile(conf, []byte("mech: sasldb\nsasldb_path: "+fx.DB+"\nmetrics: 127.0.0.1:0\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	d := startDaemon(t, "saslgate", bin, "", dir, "serve", "-d", "--config", conf, "-m", dir,
+		"--failure-delay", "0", "--auth-penalty", "0")
+	url := metURL(t, d)
+	if got := ask(d.Socket(), protocol.Request{Login: "dave", Password: sdbDavePw, Realm: fx.Host}); got != "OK" {
+		t.Fatalf("reply %q", got)
+	}
+	if got := metScrape(t, url)[`saslgate_requests_total{mech="sasldb",verdict="accept"}`]; got != 1 {
+		t.Errorf("requests after one login: %v", got)
+	}
+	d.Stop(t)
+
+	busy, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer busy.Close()
+	for _, mode := range [][]string{{"-d"}, {}} {
+		rd := sdbTempDir(t)
+		args := append([]string{"serve", "-a", "sasldb", "--sasldb-path", fx.DB, "-m", rd, "--metrics", busy.Addr().String()}, mode...)
+		cmd := exec.Command(bin, args...)
+		out, err := cmd.CombinedOutput()
+		code := cmd.ProcessState.ExitCode()
+		if code != 1 || !strings.Contains(string(out), "metrics: listen tcp "+busy.Addr().String()) ||
+			!strings.Contains(string(out), "address already in use") {
+			t.Errorf("%v: exit %d (%v), output:\n%s", mode, code, err, out)
+		}
+		if _, err := os.Stat(filepath.Join(rd, "mux")); err == nil {
+			t.Errorf("%v: the socket was made", mode)
+		}
+	}
+}
