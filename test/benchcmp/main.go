@@ -65,6 +65,8 @@ type config struct {
 	slowMin, slowPer      int
 	rounds                int
 	conns, startups       int
+	benchtime             string // of the Go benchmark BenchmarkCacheVsSasldb
+	benchcount            int
 	concs                 []int
 	only                  []string
 	quick                 bool
@@ -108,9 +110,11 @@ func parseFlags(args []string) (*config, error) {
 	fs.IntVar(&cfg.slowPer, "slow-per-client", 2, "and at least this many per client")
 	fs.IntVar(&cfg.rounds, "rounds", 5, "alternating rounds per point (the median is reported)")
 	concs := fs.String("c", "1,8,64,256", "concurrency levels")
-	only := fs.String("only", "", "comma-separated scenarios (and startup, memory) to run; a trailing * matches a prefix (default: all)")
+	only := fs.String("only", "", "comma-separated scenarios (and startup, memory, gobench) to run; a trailing * matches a prefix (default: all)")
 	fs.IntVar(&cfg.conns, "conns", 2000, "idle connections opened for the memory measurement")
 	fs.IntVar(&cfg.startups, "startups", 10, "start-ups measured per daemon")
+	fs.StringVar(&cfg.benchtime, "benchtime", "1s", "-benchtime of BenchmarkCacheVsSasldb")
+	fs.IntVar(&cfg.benchcount, "benchcount", 5, "runs of BenchmarkCacheVsSasldb (the median is reported)")
 	fs.BoolVar(&cfg.quick, "quick", os.Getenv("BENCH_QUICK") == "1",
 		"smoke test (default from BENCH_QUICK=1): short measurements, one round, written below the temporary directory")
 	if err := fs.Parse(args); err != nil {
@@ -123,6 +127,7 @@ func parseFlags(args []string) (*config, error) {
 			"d": func() { cfg.dur = 300 * time.Millisecond }, "slow-d": func() { cfg.slowDur = 300 * time.Millisecond },
 			"slow-min": func() { cfg.slowMin = 20 }, "slow-per-client": func() { cfg.slowPer = 1 },
 			"rounds": func() { cfg.rounds = 1 }, "startups": func() { cfg.startups = 2 },
+			"benchtime": func() { cfg.benchtime = "100ms" }, "benchcount": func() { cfg.benchcount = 1 },
 			"out":     func() { cfg.out = filepath.Join(os.TempDir(), "saslgate-bench-quick", "BENCHMARKS.md") },
 			"svg-dir": func() { cfg.svgDir = filepath.Join(os.TempDir(), "saslgate-bench-quick", "docs", "bench") },
 		}
@@ -228,6 +233,15 @@ func run(cfg *config) error {
 			return err
 		}
 	}
+	var lookup *lookupBench
+	if cfg.want("gobench") && ctx.Err() == nil {
+		lb := runLookupBench(ctx, cfg.benchtime, cfg.benchcount)
+		if lb.err != nil {
+			log.Print(lb.err)
+		}
+		log.Printf("BenchmarkCacheVsSasldb: %s", lb.verdict().detail)
+		lookup = &lb
+	}
 	var mem map[string]memReport
 	if cfg.want("memory") && ctx.Err() == nil {
 		if mem, err = measureMemories(cfg, saslgate, db); err != nil {
@@ -249,7 +263,7 @@ func run(cfg *config) error {
 		return ctx.Err()
 	}
 	cfg.loadFinish = loadAvg()
-	rep := &report{cfg: cfg, scenarios: scs, startups: starts, mem: mem, took: time.Since(started)}
+	rep := &report{cfg: cfg, scenarios: scs, startups: starts, mem: mem, lookup: lookup, took: time.Since(started)}
 	if err := rep.write(); err != nil {
 		return err
 	}

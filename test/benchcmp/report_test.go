@@ -88,7 +88,7 @@ func TestGoalsAndCausesNameScenarios(t *testing.T) {
 		}
 	}
 	for name := range causes {
-		if !slices.Contains(names, name) {
+		if !slices.Contains(names, name) && name != "memory" {
 			t.Errorf("causes[%q]: no such scenario (have %v)", name, names)
 		}
 	}
@@ -191,5 +191,31 @@ func TestReportWrite(t *testing.T) {
 	}
 	if _, err := os.Stat(filepath.Join(cfg.svgDir, "pam-rps.svg")); err == nil {
 		t.Error("a plot for pam, which has no points")
+	}
+}
+
+func TestParseLookupBench(t *testing.T) {
+	out := `goos: linux
+BenchmarkCacheVsSasldb/sasldb-lookup-2         	  189607	      9077 ns/op	     288 B/op	       3 allocs/op
+BenchmarkCacheVsSasldb/cache-hit-2             	  308143	      4738 ns/op	      64 B/op	       1 allocs/op
+BenchmarkCacheVsSasldb/sasldb-lookup-2         	  189607	      3000.5 ns/op
+BenchmarkCacheVsSasldb/cache-hit               	  308143	      5000 ns/op
+BenchmarkOther/cache-hit-2  1  1 ns/op
+PASS`
+	s, c := parseLookupBench(out)
+	if !slices.Equal(s, []float64{9077, 3000.5}) || !slices.Equal(c, []float64{4738, 5000}) {
+		t.Fatalf("sasldb %v, cache %v", s, c)
+	}
+	for _, tc := range []struct {
+		lb   lookupBench
+		want verdict
+	}{
+		{lookupBench{sasldb: 3000, cache: 3000, runs: 1}, verdict{met: true, known: true}},
+		{lookupBench{sasldb: 3000, cache: 3001, runs: 1}, verdict{met: false, known: true}},
+		{lookupBench{err: os.ErrNotExist}, verdict{}},
+	} {
+		if v := tc.lb.verdict(); v.met != tc.want.met || v.known != tc.want.known {
+			t.Errorf("%+v: %+v, want met=%v known=%v", tc.lb, v, tc.want.met, tc.want.known)
+		}
 	}
 }
