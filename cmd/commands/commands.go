@@ -74,6 +74,7 @@ func newRootCmd(stdout, stderr io.Writer) *cobra.Command {
 	root.AddCommand(newServeCmd("serve", "saslgate serve", stderr), newTestCmd("test", "saslgate test", stdout, stderr),
 		newBenchCmd(stdout, stderr), newVersionCmd(stdout), newDemoCmd(stdout, stderr))
 	root.AddCommand(newDoctorCmd(stdout, stderr))
+	root.AddCommand(newCheckpasswordCmd(stderr))
 	return root
 }
 
