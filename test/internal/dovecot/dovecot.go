@@ -108,6 +108,10 @@ auth_mechanisms = plain
 auth_failure_delay = 0
 auth_verbose = yes
 login_trusted_networks = 127.0.0.0/8
+# one user logs in from one address at a high rate; the default cap of 10
+# sessions per user and address turns a session whose LOGOUT is still in
+# flight into a refused LOGIN
+mail_max_userip_connections = 100000
 passdb {
   driver = passwd-file
   args = %[1]s/passwd
