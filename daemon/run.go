@@ -95,7 +95,8 @@ func serve(cfg Config, status func(int)) int {
 	}
 	// Sockets passed by systemd are taken first: the mechanisms start
 	// worker processes (PAM), which must inherit neither the descriptors nor
-	// LISTEN_FDS. Closing them closes our duplicates; systemd keeps its own.
+	// LISTEN_FDS or WATCHDOG_USEC. Closing them closes our duplicates;
+	// systemd keeps its own.
 	files, err := activatedFiles()
 	if err != nil {
 		log.Error(err.Error())
@@ -107,6 +108,8 @@ func serve(cfg Config, status func(int)) int {
 		return ExitFailure
 	}
 	activated := len(lns) > 0
+	// read (and removed from the environment) before the workers start
+	watchdogEvery := watchdogInterval(log)
 	defer func() {
 		for _, ln := range lns {
 			ln.Close() // Serve closes them too; a second Close is harmless
@@ -199,8 +202,8 @@ func serve(cfg Config, status func(int)) int {
 
 	wdCtx, wdStop := context.WithCancel(context.Background())
 	defer wdStop()
-	if iv := watchdogInterval(log); iv > 0 && notify != nil {
-		go watchdog(wdCtx, s, paths, iv, func() { notify.Notify("WATCHDOG=1") }, log)
+	if watchdogEvery > 0 && notify != nil {
+		go watchdog(wdCtx, s, paths, watchdogEvery, func() { notify.Notify("WATCHDOG=1") }, log)
 	}
 
 	for {

@@ -800,3 +800,59 @@ func TestSystemdSocketActivate(t *testing.T) {
 	}
 	t.Logf("started by systemd-socket-activate: %q", ready)
 }
+
+// TestSystemdWorkersInheritNothing: the PAM worker processes the daemon
+// starts inherit neither the activated socket nor LISTEN_* and WATCHDOG_*
+// (a worker holding the socket would keep it listening with nobody
+// accepting after the daemon died).
+func TestSystemdWorkersInheritNothing(t *testing.T) {
+	f := sdNewFixture(t)
+	var st syscall.Stat_t
+	if err := syscall.Fstat(int(f.file.Fd()), &st); err != nil {
+		t.Fatal(err)
+	}
+	sockLink := fmt.Sprintf("socket:[%d]", st.Ino)
+	args := []string{"serve", "-f", "-a", "pam", "-n", "2", "-m", f.RunDir, "--config="}
+	p := sdStart(t, f, []*os.File{f.file}, []string{"WATCHDOG_USEC=60000000"}, args...)
+	f.notify.next(t, "READY=1", 15*time.Second)
+	daemonPid := p.Cmd.Process.Pid
+	var workers []int
+	deadline := time.Now().Add(10 * time.Second)
+	for len(workers) == 0 && time.Now().Before(deadline) {
+		workers = workers[:0]
+		entries, _ := os.ReadDir("/proc")
+		for _, e := range entries {
+			pid, err := strconv.Atoi(e.Name())
+			if err != nil {
+				continue
+			}
+			b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+			if err != nil {
+				continue
+			}
+			i := strings.LastIndexByte(string(b), ')')
+			if fs := strings.Fields(string(b[i+2:])); len(fs) > 1 && fs[1] == strconv.Itoa(daemonPid) {
+				workers = append(workers, pid)
+			}
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if len(workers) == 0 {
+		t.Fatalf("found no PAM worker of daemon %d", daemonPid)
+	}
+	for _, w := range workers {
+		env, _ := os.ReadFile(fmt.Sprintf("/proc/%d/environ", w))
+		for _, v := range []string{"LISTEN_FDS=", "LISTEN_PID=", "LISTEN_FDNAMES=", "WATCHDOG_USEC=", "WATCHDOG_PID="} {
+			if strings.Contains("\x00"+string(env), "\x00"+v) {
+				t.Errorf("worker %d inherited %s", w, v)
+			}
+		}
+		fds, _ := os.ReadDir(fmt.Sprintf("/proc/%d/fd", w))
+		for _, fd := range fds {
+			if l, _ := os.Readlink(fmt.Sprintf("/proc/%d/fd/%s", w, fd.Name())); l == sockLink {
+				t.Errorf("worker %d holds the activated socket as descriptor %s", w, fd.Name())
+			}
+		}
+	}
+	t.Logf("%d PAM workers of daemon %d: no activation descriptor, no LISTEN_*/WATCHDOG_*", len(workers), daemonPid)
+}
