@@ -16,6 +16,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -280,5 +281,47 @@ func TestMetricsConfigAndErrors(t *testing.T) {
 		if _, err := os.Stat(filepath.Join(rd, "mux")); err == nil {
 			t.Errorf("%v: the socket was made", mode)
 		}
+	}
+}
+
+// TestMetricsDetached: without -d the process that binds the endpoint is
+// the detached daemon, not the parent that exits once it is up; SIGTERM
+// to the daemon closes it.
+func TestMetricsDetached(t *testing.T) {
+	fx := sdbNewFixture(t)
+	dir := sdbTempDir(t)
+	lcReapRunDir(t, dir)
+	// a free port: the detached daemon logs its address to syslog only
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := l.Addr().String()
+	l.Close()
+	cmd := exec.Command(saslgateBin(t), "serve", "-a", "sasldb", "--sasldb-path", fx.DB, "-m", dir,
+		"--failure-delay", "0", "--auth-penalty", "0", "--metrics", addr)
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("start: %v\n%s", err, out)
+	}
+	pid, _, err := lcReadPidFile(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := ask(filepath.Join(dir, "mux"), protocol.Request{Login: "dave", Password: sdbDavePw, Realm: fx.Host}); got != "OK" {
+		t.Fatalf("reply %q", got)
+	}
+	url := "http://" + addr + "/metrics"
+	if got := metScrape(t, url)[`saslgate_requests_total{mech="sasldb",verdict="accept"}`]; got != 1 {
+		t.Errorf("requests after one login: %v", got)
+	}
+	if err := syscall.Kill(pid, syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	if !lcWaitGone(pid, 10*time.Second) {
+		t.Fatalf("daemon %d still running after SIGTERM", pid)
+	}
+	if c, err := net.DialTimeout("tcp", addr, time.Second); err == nil {
+		c.Close()
+		t.Errorf("%s still listening after SIGTERM", addr)
 	}
 }

@@ -87,7 +87,8 @@ func (c *serverCollector) Collect(ch chan<- prometheus.Metric) {
 
 // restarts sums the worker restarts of the mechanisms in the policy and of
 // those a reload replaced: a replaced mechanism is read until its counts are
-// final, then only their sum is kept.
+// final, then only their sum is kept. A mechanism installed and replaced
+// between two scrapes is never seen, and its restarts are not counted.
 func (c *serverCollector) restarts() map[string]uint64 {
 	c.mu.Lock()
 	defer c.mu.Unlock()
