@@ -16,6 +16,8 @@ NFPM       := bin/tools/nfpm-$(NFPM_VERSION)
 DIST       ?= dist
 PKG_VERSION ?= $(shell v=0.1.0; d=$$(git log -1 --format=%cd --date=format:%Y%m%d 2>/dev/null) && \
 	v=$$v~git$$d.$$(git rev-parse --short=7 HEAD) && { git diff --quiet HEAD 2>/dev/null || v=$$v.dirty; }; echo $$v)
+# the packaged files' time: the commit's
+SOURCE_DATE_EPOCH ?= $(shell git log -1 --format=%ct 2>/dev/null || echo 0)
 
 .PHONY: all build run test unit e2e lint units fuzz bench deps clean package
 
@@ -112,8 +114,7 @@ package: $(NFPM)
 	$(MAKE) --no-print-directory build BIN=$(DIST)/stage/saslgate VERSION=$(PKG_VERSION)
 	gzip -9n < packaging/man/saslgate.8 > $(DIST)/stage/saslgate.8.gz
 	gzip -9n < packaging/man/saslgate.conf.5 > $(DIST)/stage/saslgate.conf.5.gz
-	export SASLGATE_VERSION=$(PKG_VERSION) SASLGATE_STAGE=$(DIST)/stage \
-	  SOURCE_DATE_EPOCH=$$(git log -1 --format=%ct 2>/dev/null || echo 0); \
+	export SASLGATE_VERSION=$(PKG_VERSION) SASLGATE_STAGE=$(DIST)/stage SOURCE_DATE_EPOCH=$(SOURCE_DATE_EPOCH); \
 	for p in deb rpm; do $(NFPM) package -f packaging/nfpm.yaml -p $$p -t $(DIST)/ || exit 1; done
 	rm -rf $(DIST)/stage
 

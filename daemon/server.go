@@ -240,10 +240,13 @@ func (s *Server) authenticate(preq protocol.Request) string {
 		})
 	}
 	mech := cmp.Or(res.By, p.Rules.Services.Default)
-	decided := time.Since(start)
+	var decided time.Duration
 	metricMech := res.By // before the switch may replace res
-	if outcome.Cached() || outcome == CacheStale {
-		metricMech = MechCache
+	if s.Observer != nil {
+		decided = time.Since(start)
+		if outcome.Cached() || outcome == CacheStale {
+			metricMech = MechCache
+		}
 	}
 	reply := res.Reply
 	switch {
