@@ -454,13 +454,16 @@ func (r *report) writeScenario(b *strings.Builder, sc *scenario) {
 	r.writeCause(b, sc.name, missed)
 }
 
-// writeCause prints the text of causes[key], or "not yet known" when a
-// goal is missed and there is none.
+// writeCause prints the text of causes[key], as the cause when a goal is
+// missed and as a note otherwise, or "not yet known" when a goal is
+// missed and there is no text.
 func (r *report) writeCause(b *strings.Builder, key string, missed bool) {
 	cause, ok := causes[key]
 	switch {
-	case ok:
+	case ok && missed:
 		fmt.Fprintf(b, "> **Cause** (edit `causes[%q]` in `%s`): %s\n\n", key, causesFile, cause)
+	case ok:
+		fmt.Fprintf(b, "> **Note** (edit `causes[%q]` in `%s`): %s\n\n", key, causesFile, cause)
 	case missed:
 		fmt.Fprintf(b, "> **Cause** (edit `causes[%q]` in `%s`): not yet known.\n\n", key, causesFile)
 	}
