@@ -43,6 +43,12 @@ type Config struct {
 	Settings []string
 	// ShutdownGrace bounds how long SIGTERM waits for requests in flight.
 	ShutdownGrace time.Duration
+	// Start, when set, starts what lives beside the socket (the metrics
+	// endpoint) in the serving process, once the run directory is locked
+	// and the socket bound: a second instance is refused as such (exit 2)
+	// before it can fail on a port the first one holds. An error stops the
+	// start (exit 1); stop runs after shutdown.
+	Start func(log *slog.Logger) (stop func(), err error)
 }
 
 // Run starts the daemon and returns the process exit code. Without
@@ -148,6 +154,14 @@ func serve(cfg Config, status func(int)) int {
 			return ExitFailure
 		}
 		lns = append(lns, ln)
+	}
+	if cfg.Start != nil {
+		stop, err := cfg.Start(log)
+		if err != nil {
+			log.Error(err.Error())
+			return ExitFailure
+		}
+		defer stop()
 	}
 	// Under socket activation systemd keeps the socket across a restart: the
 	// clients queued at SIGTERM are the next instance's, and the socket file

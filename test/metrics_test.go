@@ -261,6 +261,14 @@ func TestMetricsConfigAndErrors(t *testing.T) {
 	if got := metScrape(t, url)[`saslgate_requests_total{mech="sasldb",verdict="accept"}`]; got != 1 {
 		t.Errorf("requests after one login: %v", got)
 	}
+	// a second instance on the same run directory and metrics address is
+	// refused as saslauthd refuses it (exit 2), not on the busy port
+	hostPort := strings.TrimSuffix(strings.TrimPrefix(url, "http://"), "/metrics")
+	second := exec.Command(bin, "serve", "-d", "-a", "sasldb", "--sasldb-path", fx.DB, "-m", dir, "--metrics", hostPort)
+	out, _ := second.CombinedOutput()
+	if code := second.ProcessState.ExitCode(); code != 2 || !strings.Contains(string(out), "Another instance") {
+		t.Errorf("second instance: exit %d, output:\n%s", code, out)
+	}
 	d.Stop(t)
 
 	busy, err := net.Listen("tcp", "127.0.0.1:0")

@@ -265,12 +265,7 @@ func newServeCmd(use, argv0 string, stderr io.Writer) *cobra.Command {
 		if code >= 0 {
 			return exit(code)
 		}
-		stop, err := startMetrics(o.metricsAddr, &cfg)
-		if err != nil {
-			cfg.Server.Logger.Error(err.Error())
-			return exit(1)
-		}
-		defer stop()
+		cfg.Start = metricsStarter(o.metricsAddr, cfg.Server)
 		return exit(daemon.Run(cfg))
 	}
 	return cmd
