@@ -251,7 +251,9 @@ func (s *Server) serveConn(conn net.Conn, st *connState, closing bool) {
 	if o := s.Observer; o != nil {
 		o.Reply(strings.HasPrefix(reply, "OK"))
 	}
-	s.Logger.Debug("response: " + reply)
+	if s.Logger.Enabled(context.Background(), slog.LevelDebug) {
+		s.Logger.Debug("response: " + reply)
+	}
 	if cw, ok := conn.(interface{ CloseWrite() error }); ok {
 		_ = cw.CloseWrite()
 	}

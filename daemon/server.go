@@ -8,7 +8,6 @@ import (
 	"cmp"
 	"context"
 	"errors"
-	"fmt"
 	"log/slog"
 	"net"
 	"strconv"
@@ -185,7 +184,11 @@ func (s *Server) authenticate(preq protocol.Request) string {
 		Service: preq.Service, Realm: preq.Realm, ClientAddr: preq.ClientAddr}
 	rw, err := p.Rules.Apply(in)
 	lg := rw.Logged
-	who := fmt.Sprintf("[user=%s] [service=%s] [realm=%s]", logSafe(lg.Login), logSafe(lg.Service), logSafe(lg.Realm))
+	// who is built only for a line that is logged: most requests log none
+	who := func() string {
+		return "[user=" + logSafe(lg.Login) + "] [service=" + logSafe(lg.Service) + "] [realm=" + logSafe(lg.Realm) + "]"
+	}
+	debug := s.Logger.Enabled(context.Background(), slog.LevelDebug)
 
 	var (
 		dbgMu sync.Mutex
@@ -252,20 +255,22 @@ func (s *Server) authenticate(preq protocol.Request) string {
 	switch {
 	case res.Verdict == mechs.Accept && strings.HasPrefix(res.Reply, "OK"):
 		if outcome == CacheHit || outcome == CacheStale {
-			s.Logger.Debug("auth success (cached): " + who)
+			if debug {
+				s.Logger.Debug("auth success (cached): " + who())
+			}
 			if outcome == CacheStale {
-				s.Logger.Warn("back end unavailable, answered from the cache (cache_stale_ttl): "+who,
+				s.Logger.Warn("back end unavailable, answered from the cache (cache_stale_ttl): "+who(),
 					slog.String("detail", res.Reason))
 			}
-		} else {
-			s.Logger.Debug("auth success: " + who + " [mech=" + mech + "]")
+		} else if debug {
+			s.Logger.Debug("auth success: " + who() + " [mech=" + mech + "]")
 		}
 	case strings.HasPrefix(res.Reply, "NO"):
 		reason := strings.TrimPrefix(strings.TrimPrefix(res.Reply, "NO"), " ")
 		if reason == "" {
 			reason = "Unknown"
 		}
-		line := "auth failure: " + who + " [mech=" + mech + "] [reason=" + reason + "]"
+		line := "auth failure: " + who() + " [mech=" + mech + "] [reason=" + reason + "]"
 		if preq.HasClientAddr && preq.ClientAddr != "" {
 			line += " [remote=" + logSafe(preq.ClientAddr) + "]"
 		}
@@ -289,7 +294,7 @@ func (s *Server) authenticate(preq protocol.Request) string {
 		if outcome.Cached() {
 			note("cache: " + outcome.String())
 		}
-		line := "login debug: " + who + " " + strings.Join(dbg, "; ") + " => " + res.Verdict.String() +
+		line := "login debug: " + who() + " " + strings.Join(dbg, "; ") + " => " + res.Verdict.String() +
 			" " + strconv.Quote(reply)
 		if delay > 0 {
 			line += " after a failure delay of " + delay.Round(time.Millisecond).String()
