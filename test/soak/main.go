@@ -119,6 +119,7 @@ type run struct {
 
 	mainFrom, mainTo                         time.Duration
 	startup, baseline, at2000, endBase, peak sample
+	atStop                                   sample // the last before the load stopped
 	quiet                                    load.Result
 	warm                                     []string
 	sigterm                                  time.Duration

@@ -26,7 +26,11 @@ type sample struct {
 	// unknown): live memory plus garbage not yet collected, as opposed
 	// to memory the runtime keeps for reuse
 	HeapInuse, StackInuse int64
-	Children              int // PAM workers
+	// NextGC is the heap size at which the next collection starts (-1:
+	// unknown): with GOGC=100 twice the heap that survived the last one,
+	// and never under 4 MiB
+	NextGC   int64
+	Children int // PAM workers
 }
 
 // sampler reads /proc/PID and, when the daemon has --metrics, its
@@ -51,7 +55,7 @@ func newSampler(pid int, t0 time.Time, metricsAddr string) *sampler {
 
 // take reads one sample; ok is false once the process is gone.
 func (s *sampler) take() (sample, bool) {
-	x := sample{T: time.Since(s.t0), Goroutines: -1, OpenConns: -1, HeapInuse: -1, StackInuse: -1}
+	x := sample{T: time.Since(s.t0), Goroutines: -1, OpenConns: -1, HeapInuse: -1, StackInuse: -1, NextGC: -1}
 	proc := "/proc/" + strconv.Itoa(s.pid)
 	st, err := os.ReadFile(proc + "/status")
 	if err != nil {
@@ -121,7 +125,7 @@ func (s *sampler) scrape(x *sample) {
 		return
 	}
 	vals := parseMetrics(buf.Bytes(), "go_goroutines", "saslgate_open_connections",
-		"go_memstats_heap_inuse_bytes", "go_memstats_stack_inuse_bytes")
+		"go_memstats_heap_inuse_bytes", "go_memstats_stack_inuse_bytes", "go_memstats_next_gc_bytes")
 	if v, ok := vals["go_goroutines"]; ok {
 		x.Goroutines = int(v)
 	}
@@ -133,6 +137,9 @@ func (s *sampler) scrape(x *sample) {
 	}
 	if v, ok := vals["go_memstats_stack_inuse_bytes"]; ok {
 		x.StackInuse = int64(v)
+	}
+	if v, ok := vals["go_memstats_next_gc_bytes"]; ok {
+		x.NextGC = int64(v)
 	}
 }
 
@@ -202,7 +209,7 @@ func (s *sampler) median3() sample {
 		}
 	}
 	if len(xs) == 0 {
-		return sample{Goroutines: -1, OpenConns: -1, HeapInuse: -1, StackInuse: -1}
+		return sample{Goroutines: -1, OpenConns: -1, HeapInuse: -1, StackInuse: -1, NextGC: -1}
 	}
 	m := xs[len(xs)/2]
 	med := func(get func(sample) int64) int64 {
@@ -229,6 +236,7 @@ func (s *sampler) median3() sample {
 	m.Children = int(med(func(x sample) int64 { return int64(x.Children) }))
 	m.HeapInuse = med(func(x sample) int64 { return x.HeapInuse })
 	m.StackInuse = med(func(x sample) int64 { return x.StackInuse })
+	m.NextGC = med(func(x sample) int64 { return x.NextGC })
 	return m
 }
 

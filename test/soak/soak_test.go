@@ -91,6 +91,20 @@ func TestWindowLatency(t *testing.T) {
 	check(2, beSasldb, 1, 2*ms)
 }
 
+func TestKeepSlowest(t *testing.T) {
+	var top []rec
+	for _, d := range []int{5, 1, 9, 3, 7, 9} {
+		top = keepSlowest(top, rec{end: time.Duration(d)}, 3)
+	}
+	var got []int
+	for _, x := range top {
+		got = append(got, int(x.end))
+	}
+	if len(got) != 3 || got[0] != 9 || got[1] != 9 || got[2] != 7 {
+		t.Errorf("keepSlowest: %v, want [9 9 7]", got)
+	}
+}
+
 func TestPercentiles(t *testing.T) {
 	var lat []time.Duration
 	for i := 100; i >= 1; i-- {
@@ -157,6 +171,7 @@ func fakeRun() *run {
 	r.baseline = sample{T: 5 * s, RSS: 12 << 20, FDs: 37, Goroutines: 22, Children: 5}
 	r.at2000 = sample{T: 10 * s, RSS: 40 << 20, FDs: 2037, Goroutines: 2022, Children: 5}
 	r.endBase = sample{T: 280 * s, RSS: 14 << 20, FDs: 34, Goroutines: 20, Children: 4}
+	r.atStop = sample{T: 200 * s, RSS: 50 << 20, FDs: 2037, Goroutines: 2022, Children: 5}
 	r.smp = &sampler{}
 	for i := range 300 {
 		x := sample{T: time.Duration(i) * s, RSS: int64(12+i%30) << 20, FDs: 37 + i, Goroutines: 22 + i, OpenConns: i, Children: 5}
@@ -203,6 +218,7 @@ func TestJudge(t *testing.T) {
 		{"a leaked descriptor", "descriptors", func(res *result) { res.r.endBase.FDs = res.r.baseline.FDs + 3 }},
 		{"leaked goroutines", "goroutines", func(res *result) { res.r.endBase.Goroutines = res.r.baseline.Goroutines + 5 }},
 		{"memory kept", "memory", func(res *result) { res.r.endBase.RSS = res.r.baseline.RSS + 5<<20 }},
+		{"memory growing after the load", "no growth", func(res *result) { res.r.atStop.RSS = res.r.endBase.RSS - 2<<20 }},
 		{"an aborted run", "run completed", func(res *result) { res.r.aborted = "the daemon died" }},
 	}
 	for _, tc := range breakers {
@@ -219,6 +235,22 @@ func TestJudge(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// TestJudgeShortRun: a smoke test does not judge memory, and says so.
+func TestJudgeShortRun(t *testing.T) {
+	r := fakeRun()
+	r.p, _ = newPlan(30*time.Second, 2000)
+	r.endBase.RSS = 50 << 20
+	res := fakeResult(r)
+	if !res.passed() {
+		t.Errorf("short run missed: %+v", res.goals)
+	}
+	for _, g := range res.goals {
+		if strings.Contains(g.name, "memory") && !strings.Contains(g.got, "not judged") {
+			t.Errorf("%s: %s", g.name, g.got)
+		}
 	}
 }
 
