@@ -584,6 +584,15 @@ func (res *result) markdown(svgName string) string {
 		w("| %s | %s | %s | %s / %s | %s / %s, %s | %s | %d | %d | %d | %s |\n", m.name, secs(x.T), mib(x.RSS), mib(x.RssAnon), mib(x.RssFile),
 			mibOr(x.HeapInuse), mibOr(x.StackInuse), mibOr(x.NextGC), unknown(x.Goroutines), x.Threads, x.FDs, x.Children, unknown(x.OpenConns))
 	}
+	if b, e := r.baseline, r.endBase; e.RSS > 0 && b.RSS > 0 {
+		d := func(a, b int64) string { return fmt.Sprintf("%+.1f MiB", float64(a-b)/(1<<20)) }
+		w("\nThe end of settling against the baseline: RSS %s = RssAnon %s", d(e.RSS, b.RSS), d(e.RssAnon, b.RssAnon))
+		if e.HeapInuse >= 0 && b.HeapInuse >= 0 {
+			w(" (Go heap in use %s, of which the heap that survived the last collection ≈ %s, judging by next GC; stacks %s; the rest is memory the runtime keeps for reuse)",
+				d(e.HeapInuse, b.HeapInuse), d(e.NextGC/2, b.NextGC/2), d(e.StackInuse, b.StackInuse))
+		}
+		w(" + RssFile %s; OS threads %+d (the Go runtime keeps the threads it started).\n", d(e.RssFile, b.RssFile), e.Threads-b.Threads)
+	}
 	w("\nRSS includes the pages of the binary and its libraries the process has touched (RssFile), shared with every other process mapping them; RssAnon is the daemon's own memory. ")
 	if r.metrics {
 		w("The Go heap in use holds live objects and garbage not yet collected; \"next GC at\" is twice the heap that survived the last collection (never under 4 MiB), so it falls back when nothing is kept. The rest of RssAnon is memory the runtime keeps for reuse and returns to the system gradually. ")
