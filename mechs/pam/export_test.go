@@ -20,3 +20,11 @@ const EnvWorker = envWorker
 
 // Supported reports whether this build can call libpam.
 const Supported = supported
+
+// NoBench turns off the benching of logins whose transaction killed a
+// worker, so that a test can reach the respawn limit with one user.
+func NoBench(m *PAM) {
+	m.pool.benched.mu.Lock()
+	m.pool.benched.off = true
+	m.pool.benched.mu.Unlock()
+}

@@ -514,6 +514,7 @@ func TestRespawnLimit(t *testing.T) {
 	f := newFixture(t)
 	logger, logs := bufLogger()
 	m := newMech(t, f, pam.ModeWorkers, logger, pam.OptWorkers, "1")
+	pam.NoBench(m) // as if every request came from another crashing user
 	var crashed, limited int
 	start := time.Now()
 	for range 20 {
@@ -545,6 +546,77 @@ func TestRespawnLimit(t *testing.T) {
 	time.Sleep(1100 * time.Millisecond)
 	if res := authn(t, m, req("alice", "secret", "svc"), 30*time.Second); res.Verdict != mechs.Accept {
 		t.Fatalf("after the limit: %+v", res)
+	}
+}
+
+// TestCrashBenchesTheLogin: after a crash, the same login is answered
+// TEMPFAIL at once without a worker; other logins are not affected.
+func TestCrashBenchesTheLogin(t *testing.T) {
+	f := newFixture(t)
+	m := newMech(t, f, pam.ModeWorkers, nil, pam.OptWorkers, "2")
+	if res := authn(t, m, req("crash", "pw-crashing", "crashy"), 30*time.Second); !strings.Contains(res.Reason, "crashed") {
+		t.Fatalf("first: %+v", res)
+	}
+	pids := pam.WorkerPIDs(m)
+	res := authn(t, m, req("crash", "pw-crashing", "crashy"), 30*time.Second)
+	if res.Verdict != mechs.TempFail || res.Reply != "NO PAM auth error" || !strings.Contains(res.Reason, "not tried") {
+		t.Fatalf("second: %+v", res)
+	}
+	if got := pam.WorkerPIDs(m); len(got) != len(pids) {
+		t.Fatalf("workers %v, then %v: the benched login reached one", pids, got)
+	}
+	if res := authn(t, m, req("dave", "pw-dave", "crashy"), 30*time.Second); res.Verdict != mechs.Accept {
+		t.Fatalf("another user of the same service: %+v", res)
+	}
+}
+
+// TestCrashingUserDoesNotLockOthersOut: one user whose login crashes the
+// stack, retrying at once, spends the respawn limit; the other users'
+// requests wait for a running worker instead of failing.
+func TestCrashingUserDoesNotLockOthersOut(t *testing.T) {
+	f := newFixture(t)
+	m := newMech(t, f, pam.ModeWorkers, nil, pam.OptWorkers, "3")
+	stop := make(chan struct{})
+	var crasher sync.WaitGroup
+	var crashes atomic.Int64
+	for range 2 {
+		crasher.Go(func() {
+			for {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				res := authn(t, m, req("crash", "pw-crashing", "crashy"), 30*time.Second)
+				if res.Verdict != mechs.TempFail {
+					t.Errorf("crashing user: %+v", res)
+					return
+				}
+				crashes.Add(1)
+			}
+		})
+	}
+	var good sync.WaitGroup
+	var failed atomic.Int64
+	for range 8 {
+		good.Go(func() {
+			for range 12 {
+				if res := authn(t, m, req("alice", "secret", "svc"), 30*time.Second); res.Verdict != mechs.Accept {
+					if failed.Add(1) == 1 {
+						t.Errorf("good login: %+v", res)
+					}
+				}
+			}
+		})
+	}
+	good.Wait()
+	close(stop)
+	crasher.Wait()
+	if n := failed.Load(); n > 0 {
+		t.Fatalf("%d of 96 good logins failed while another user crashed the stack %d times", n, crashes.Load())
+	}
+	if crashes.Load() == 0 {
+		t.Fatal("the crashing user never ran")
 	}
 }
 

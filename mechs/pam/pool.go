@@ -62,6 +62,7 @@ type pool struct {
 	lastDenied time.Time
 
 	restarts [numRestartReasons]atomic.Uint64
+	benched  bench // logins whose transaction killed a worker
 }
 
 // restartReason is why a worker was killed or found dead, its slot emptied
@@ -149,6 +150,11 @@ func (p *pool) do(ctx context.Context, r *txnRequest) (txnResult, error) {
 		return txnResult{}, err
 	}
 	defer clear(payload) // it holds the password
+	key := r.Service + "\x00" + r.Login
+	if left := p.benched.left(key, time.Now()); left > 0 {
+		return txnResult{}, fmt.Errorf("not tried: a transaction for this user and service killed its pam worker a moment ago (again in %s)",
+			left.Round(time.Millisecond))
+	}
 	for attempt := 0; ; attempt++ {
 		w, err := p.acquire(ctx)
 		if err != nil {
@@ -160,48 +166,157 @@ func (p *pool) do(ctx context.Context, r *txnRequest) (txnResult, error) {
 		if unsent && attempt == 0 && ctx.Err() == nil {
 			continue
 		}
+		if errors.Is(err, errKilled) {
+			p.benched.add(key, time.Now())
+		}
 		return res, err
 	}
 }
 
-// acquire takes a slot and returns a live worker for it, starting one if
-// the slot is empty or its worker died while idle.
-func (p *pool) acquire(ctx context.Context) (*worker, error) {
-	if p.isClosed() {
-		return nil, errClosed
+// errKilled marks the errors of a transaction that cost its worker (a
+// crash, a hang past the deadline, a broken protocol). It prints nothing.
+var errKilled = quietError{}
+
+type quietError struct{}
+
+func (quietError) Error() string { return "" }
+
+// A login whose transaction killed a worker is not tried again for
+// benchTime: a module that crashes or hangs for one user name, with the
+// client retrying at once, would otherwise spend the respawn limit and
+// every worker, and lock all the other PAM users out. Its requests are
+// answered TEMPFAIL at once meanwhile.
+const (
+	benchTime = 5 * time.Second
+	benchMax  = 1024 // logins remembered; past it, the respawn limit alone
+)
+
+type bench struct {
+	mu    sync.Mutex
+	until map[string]time.Time
+	off   bool // tests of the respawn limit alone
+}
+
+func (b *bench) left(key string, now time.Time) time.Duration {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	u, ok := b.until[key]
+	if !ok {
+		return 0
 	}
-	var w *worker
-	select {
-	case w = <-p.slots:
-	case <-ctx.Done():
-		return nil, fmt.Errorf("all %d pam workers busy: %w", p.size, ctx.Err())
-	case <-p.closing:
-		return nil, errClosed
+	if !now.Before(u) {
+		delete(b.until, key)
+		return 0
 	}
-	if p.isClosed() {
-		p.slots <- w
-		return nil, errClosed
+	return u.Sub(now)
+}
+
+func (b *bench) add(key string, now time.Time) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.off {
+		return
 	}
-	if w != nil && w.exited() {
-		p.logger.Warn("pam worker exited while idle; starting another", "pid", w.pid, "status", w.status())
-		p.restarted(restartIdleExit)
-		w = nil
+	if b.until == nil {
+		b.until = map[string]time.Time{}
 	}
-	if w == nil {
-		var err error
-		if w, err = p.spawn(ctx); err != nil {
-			p.slots <- nil
-			return nil, err
+	if len(b.until) >= benchMax {
+		for k, u := range b.until {
+			if !now.Before(u) {
+				delete(b.until, k)
+			}
+		}
+		if len(b.until) >= benchMax {
+			return
 		}
 	}
-	return w, nil
+	b.until[key] = now.Add(benchTime)
+}
+
+// acquire takes a slot and returns a live worker for it, starting one if
+// the slot is empty or its worker died while idle.
+//
+// When the respawn limit refuses a new worker while other workers still
+// run, the request waits for one of them (or for the limit) instead of
+// failing: otherwise one user whose login crashes a module, retrying at
+// once, would spend every restart and lock every other PAM user out. Only
+// when no worker runs at all (the stack is broken for everyone) does the
+// request fail at once.
+func (p *pool) acquire(ctx context.Context) (*worker, error) {
+	for {
+		if p.isClosed() {
+			return nil, errClosed
+		}
+		var w *worker
+		select {
+		case w = <-p.slots:
+		case <-ctx.Done():
+			return nil, fmt.Errorf("all %d pam workers busy: %w", p.size, ctx.Err())
+		case <-p.closing:
+			return nil, errClosed
+		}
+		if p.isClosed() {
+			p.slots <- w
+			return nil, errClosed
+		}
+		if w != nil && w.exited() {
+			p.logger.Warn("pam worker exited while idle; starting another", "pid", w.pid, "status", w.status())
+			p.restarted(restartIdleExit)
+			w = nil
+		}
+		if w != nil {
+			return w, nil
+		}
+		w, err := p.spawn(ctx)
+		if err == nil {
+			return w, nil
+		}
+		p.slots <- nil
+		var denied *restartDenied
+		if !errors.As(err, &denied) || p.running() == 0 {
+			return nil, err
+		}
+		// the slot just given back comes round again after the others:
+		// a short pause, then look for a worker that is free by now
+		t := time.NewTimer(min(denied.wait, respawnPoll))
+		select {
+		case <-t.C:
+		case <-ctx.Done():
+			t.Stop()
+			return nil, fmt.Errorf("%w (waited for a running worker: %w)", err, ctx.Err())
+		case <-p.closing:
+			t.Stop()
+			return nil, errClosed
+		}
+	}
+}
+
+// respawnPoll is how often a request that the respawn limit turned away
+// looks again for a free worker.
+const respawnPoll = 20 * time.Millisecond
+
+// restartDenied is spawn's error when the respawn limit refuses a worker.
+type restartDenied struct {
+	size int
+	wait time.Duration // until the limit allows one
+}
+
+func (e *restartDenied) Error() string {
+	return fmt.Sprintf("pam workers are restarting too often (at most %d a second); not starting one for %s",
+		e.size, e.wait.Round(time.Millisecond))
+}
+
+// running counts the workers started and not yet reaped.
+func (p *pool) running() int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return len(p.live)
 }
 
 // spawn starts a worker, within the respawn limit, and waits for its hello.
 func (p *pool) spawn(ctx context.Context) (*worker, error) {
 	if ok, wait := p.limit.take(time.Now()); !ok {
-		err := fmt.Errorf("pam workers are restarting too often (at most %d a second); not starting one for %s",
-			p.size, wait.Round(time.Millisecond))
+		err := &restartDenied{size: p.size, wait: wait}
 		p.mu.Lock()
 		logIt := time.Since(p.lastDenied) >= time.Second
 		if logIt {
@@ -404,7 +519,7 @@ func (p *pool) fail(ctx context.Context, w *worker, r *txnRequest, start time.Ti
 		if cause == nil {
 			cause = context.DeadlineExceeded
 		}
-		err := fmt.Errorf("pam worker %d killed after %s: %w", w.pid, time.Since(start).Round(10*time.Millisecond), cause)
+		err := fmt.Errorf("pam worker %d killed after %s: %w%w", w.pid, time.Since(start).Round(10*time.Millisecond), cause, errKilled)
 		p.logger.Error("pam worker killed: the PAM stack did not answer in time",
 			"pid", w.pid, "service", r.Service, "user", r.Login, "err", err)
 		p.restarted(restartHang)
@@ -417,14 +532,14 @@ func (p *pool) fail(ctx context.Context, w *worker, r *txnRequest, start time.Ti
 			w.await(exitWait)
 		}
 		w.awaitStderr(stderrWait)
-		err := fmt.Errorf("pam worker %d crashed: %s", w.pid, w.status())
+		err := fmt.Errorf("pam worker %d crashed: %s%w", w.pid, w.status(), errKilled)
 		p.logger.Error("pam worker crashed during a PAM transaction; starting another",
 			"pid", w.pid, "service", r.Service, "user", r.Login, "err", err)
 		p.restarted(restartCrash)
 		return err
 	default:
 		p.kill(w)
-		err := fmt.Errorf("pam worker %d killed: %w", w.pid, ioErr)
+		err := fmt.Errorf("pam worker %d killed: %w%w", w.pid, ioErr, errKilled)
 		p.logger.Error("pam worker killed: broken pipe protocol",
 			"pid", w.pid, "service", r.Service, "user", r.Login, "err", err)
 		p.restarted(restartProtocol)
