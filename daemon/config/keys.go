@@ -511,7 +511,9 @@ func (realmsValue) parse(c *Config, s string, _ int) error {
 		if err := checkRealm(r); err != nil {
 			return fmt.Errorf("%q: %w", r, err)
 		}
-		r = strings.ToLower(r)
+		// ASCII only, as rewrite compares: strings.ToLower would turn each
+		// invalid UTF-8 byte into a 3-byte U+FFFD (found by FuzzParse)
+		r = rewrite.LowerASCII(r)
 		if slices.Contains(c.RealmStrip, r) {
 			return fmt.Errorf("realm %q listed twice", r)
 		}

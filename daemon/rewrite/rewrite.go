@@ -101,13 +101,13 @@ func (r Rules) Apply(req mechs.Request) (Result, error) {
 	}
 	// 3. realm_lowercase, login_lowercase
 	if r.RealmLowercase {
-		if l := lowerASCII(req.Realm); l != req.Realm {
+		if l := LowerASCII(req.Realm); l != req.Realm {
 			tr = append(tr, Step{"realm_lowercase", q(req.Realm), q(l)})
 			req.Realm = l
 		}
 	}
 	if r.LoginLowercase {
-		if l := lowerASCII(req.Login); l != req.Login {
+		if l := LowerASCII(req.Login); l != req.Login {
 			tr = append(tr, Step{"login_lowercase", q(req.Login), q(l)})
 			req.Login = l
 		}
@@ -186,9 +186,10 @@ func badChar(s, allowed string) (string, bool) {
 	return "", false
 }
 
-// lowerASCII lower-cases A-Z only; it returns s itself when nothing
-// changes.
-func lowerASCII(s string) string {
+// LowerASCII lower-cases A-Z only, leaving every other byte (invalid
+// UTF-8 included) as it is; it returns s itself when nothing changes. Realm
+// and login comparisons are ASCII-case-insensitive, as libsasl's are.
+func LowerASCII(s string) string {
 	i := strings.IndexFunc(s, func(c rune) bool { return 'A' <= c && c <= 'Z' })
 	if i < 0 {
 		return s
