@@ -6,7 +6,7 @@ VERSION    ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo d
 LDFLAGS    := -X github.com/saslgate/saslgate/cmd/commands.Version=$(VERSION)
 DEB_PKGS   := libpam0g-dev libpam-wrapper sasl2-bin dovecot-imapd postfix swaks libsasl2-modules db5.3-util groff-base
 FUZZTIME   ?= 30s # or a count of executions, e.g. 20000x
-BENCHTIME  ?= $(if $(filter 1,$(BENCH_QUICK)),100ms,5s)
+BENCHTIME  ?= $(if $(filter 1,$(BENCH_QUICK)),100ms,2s)
 SOAKTIME   ?= 5m
 # make package: nfpm pinned (v2.46.3 and later do not build from this proxy),
 # built once into bin/tools; the package version is 0.1.0 plus the date and

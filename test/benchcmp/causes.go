@@ -37,7 +37,10 @@ var causes = map[string]string{
 		"good login at C=8 over 3,000 requests: Dovecot about 1,200 µs (imap 640, imap-login 290, auth 100, log, anvil and " +
 		"master the rest), Cyrus 190 µs, saslgate 390 µs. With Dovecot on the same two cores, a daemon that cost nothing " +
 		"would reach about 1.15× Cyrus; 1.5× needs the IMAP server on another machine (where the pool saves a round trip per " +
-		"login) or rejected logins, whose connections the pool reuses.",
+		"login) or rejected logins, whose connections the pool reuses. At C=1 saslgate is slower still: the pool takes " +
+		"the connect and greeting (about 100 µs a login in mechs/rimap's BenchmarkLogin) out of the request's path, but its extra 200 µs of CPU a login " +
+		"(the goroutine per connection, see shadow-cache, and the pool's background dial and LOGOUT) run on the same two " +
+		"cores as Dovecot's session set-up.",
 
 	"rimap-starttls": "Each good login needs a fresh connection (see rimap), so over STARTTLS each pays a full TLS handshake at " +
 		"both ends: per good login at C=8, saslgate used about 1,240 µs of CPU (390 µs in plaintext) and Dovecot's " +

@@ -346,7 +346,7 @@ func (r *report) writeMethod(b *strings.Builder) {
 		args = " " + args
 	}
 	fmt.Fprintf(b, "`make bench` (as root) builds `bin/saslgate`, runs the Go benchmarks, then `go run ./test/benchcmp%s`, "+
-		"which writes this file and the plots in `docs/bench/`. `BENCH_QUICK=1 make bench` is a smoke test of a minute or two that writes "+
+		"which writes this file and the plots in `docs/bench/`. `BENCH_QUICK=1 make bench` is a smoke test of two or three minutes that writes "+
 		"below the temporary directory instead; `go run ./test/benchcmp -h` lists the flags (`-only`, `-c`, `-d`, `-rounds`, ...).\n\n", args)
 	fmt.Fprintf(b, "Each measurement: C concurrent clients of the load generator (`test/load`, the code behind "+
 		"`saslgate bench -f SOCKET -u USER -p PASSWORD -s SERVICE -c C -d DURATION`), each opening a fresh connection per "+
