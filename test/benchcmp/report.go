@@ -8,9 +8,9 @@ import (
 	"runtime"
 	"slices"
 	"strings"
-	"syscall"
 	"time"
 
+	"github.com/saslgate/saslgate/test/internal/runreport"
 	"github.com/saslgate/saslgate/test/load"
 )
 
@@ -303,31 +303,13 @@ func version(argv ...string) string {
 }
 
 func machine() string {
-	cpu := "unknown CPU"
-	if b, err := os.ReadFile("/proc/cpuinfo"); err == nil {
-		for _, l := range strings.Split(string(b), "\n") {
-			if strings.HasPrefix(l, "model name") {
-				cpu = strings.TrimSpace(strings.SplitN(l, ":", 2)[1])
-				break
-			}
-		}
-	}
 	mem := "unknown"
 	if v, err := procKB("/proc/meminfo", "MemTotal"); err == nil {
 		mem = fmt.Sprintf("%.1f GiB", float64(v)/(1<<30))
 	}
-	var u syscall.Utsname
-	_ = syscall.Uname(&u)
-	rel := make([]byte, 0, 65)
-	for _, c := range u.Release {
-		if c == 0 {
-			break
-		}
-		rel = append(rel, byte(c))
-	}
 	deb, _ := os.ReadFile("/etc/debian_version")
 	return fmt.Sprintf("%d CPUs (%s), %s RAM, Linux %s, Debian %s, %s",
-		runtime.NumCPU(), cpu, mem, rel, strings.TrimSpace(string(deb)), runtime.Version())
+		runtime.NumCPU(), runreport.CPUModel(), mem, runreport.KernelRelease(), strings.TrimSpace(string(deb)), runtime.Version())
 }
 
 func (r *report) writeMachine(b *strings.Builder) {

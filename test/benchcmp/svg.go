@@ -7,10 +7,11 @@ package main
 
 import (
 	"fmt"
-	"html"
 	"math"
 	"strconv"
 	"strings"
+
+	"github.com/saslgate/saslgate/test/internal/runreport"
 )
 
 // series is one daemon's line.
@@ -61,27 +62,12 @@ func (a axis) px(v float64) float64 {
 	return a.px0 + (a.t(v)-a.lo)/span*a.pxLen
 }
 
-// niceStep is a 1, 2 or 5 times a power of ten near span/n.
-func niceStep(span float64, n int) float64 {
-	if span <= 0 || n < 1 {
-		return 1
-	}
-	raw := span / float64(n)
-	p := math.Pow(10, math.Floor(math.Log10(raw)))
-	for _, m := range []float64{1, 2, 5, 10} {
-		if m*p >= raw {
-			return m * p
-		}
-	}
-	return 10 * p
-}
-
 // linearTicks are the ticks of a linear axis from 0 to at least max.
 func linearTicks(max float64) []float64 {
 	if max <= 0 {
 		max = 1
 	}
-	step := niceStep(max, 5)
+	step := runreport.NiceStep(max, 5)
 	var ts []float64
 	for i := 0; ; i++ {
 		v := float64(i) * step // no running sum: it would drift
@@ -132,8 +118,6 @@ func label(v float64) string {
 	return strconv.FormatFloat(v, 'g', 3, 64)
 }
 
-func esc(s string) string { return html.EscapeString(s) }
-
 // svg renders the chart.
 func (c chart) svg() []byte {
 	var xs, ys []float64
@@ -161,7 +145,7 @@ func (c chart) svg() []byte {
 	fmt.Fprintf(&b, `<svg xmlns="http://www.w3.org/2000/svg" width="%d" height="%d" viewBox="0 0 %d %d" %s>`+"\n",
 		svgW, svgH, svgW, svgH, fontAttrs)
 	fmt.Fprintf(&b, `<rect width="%d" height="%d" fill="#ffffff"/>`+"\n", svgW, svgH)
-	fmt.Fprintf(&b, `<text x="%d" y="20" font-size="14" font-weight="bold" fill="%s">%s</text>`+"\n", padL, textColor, esc(c.title))
+	fmt.Fprintf(&b, `<text x="%d" y="20" font-size="14" font-weight="bold" fill="%s">%s</text>`+"\n", padL, textColor, runreport.Escape(c.title))
 
 	// grid and ticks
 	for _, v := range yt {
@@ -178,27 +162,27 @@ func (c chart) svg() []byte {
 	fmt.Fprintf(&b, `<text x="%d" y="%d" text-anchor="middle" fill="%s">concurrent clients (C, log scale)</text>`+"\n",
 		padL+plotW/2, svgH-10, textColor)
 	fmt.Fprintf(&b, `<text x="16" y="%d" text-anchor="middle" fill="%s" transform="rotate(-90 16 %d)">%s</text>`+"\n",
-		padTop+plotH/2, textColor, padTop+plotH/2, esc(c.yLabel))
+		padTop+plotH/2, textColor, padTop+plotH/2, runreport.Escape(c.yLabel))
 
 	// legend, in the top margin
 	lx := float64(padL)
 	for _, s := range c.series {
 		fmt.Fprintf(&b, `<line x1="%.1f" y1="38" x2="%.1f" y2="38" stroke="%s" stroke-width="2"%s/>`, lx, lx+24, s.color, dash(s))
 		b.WriteString(marker(s, lx+12, 38))
-		fmt.Fprintf(&b, `<text x="%.1f" y="42" fill="%s">%s</text>`+"\n", lx+30, textColor, esc(s.name))
+		fmt.Fprintf(&b, `<text x="%.1f" y="42" fill="%s">%s</text>`+"\n", lx+30, textColor, runreport.Escape(s.name))
 		lx += 40 + 7.5*float64(len(s.name))
 	}
 
 	// the lines, whiskers and markers
 	for _, s := range c.series {
-		var pts []string
+		var pts [][2]float64
 		for i := range s.xs {
 			if c.logY && s.ys[i] <= 0 {
 				continue
 			}
-			pts = append(pts, fmt.Sprintf("%.1f,%.1f", x.px(s.xs[i]), y.px(s.ys[i])))
+			pts = append(pts, [2]float64{x.px(s.xs[i]), y.px(s.ys[i])})
 		}
-		fmt.Fprintf(&b, `<polyline fill="none" stroke="%s" stroke-width="2"%s points="%s"/>`+"\n", s.color, dash(s), strings.Join(pts, " "))
+		fmt.Fprintf(&b, `<polyline fill="none" stroke="%s" stroke-width="2"%s points="%s"/>`+"\n", s.color, dash(s), runreport.Points(pts))
 		for i := range s.xs {
 			px := x.px(s.xs[i])
 			if i < len(s.lo) && i < len(s.hi) && (!c.logY || s.lo[i] > 0) {

@@ -5,6 +5,8 @@ import (
 	"math"
 	"strings"
 	"time"
+
+	"github.com/saslgate/saslgate/test/internal/runreport"
 )
 
 // The plot's geometry, in SVG user units.
@@ -20,26 +22,6 @@ type series struct {
 	color       string
 	get         func(sample) float64
 	base        float64
-}
-
-// niceStep is a 1, 2 or 5 times a power of ten that cuts span into at most
-// n steps.
-func niceStep(span float64, n int) float64 {
-	if span <= 0 || n < 1 {
-		return 1
-	}
-	raw := span / float64(n)
-	p := math.Pow(10, math.Floor(math.Log10(raw)))
-	for _, m := range []float64{1, 2, 5, 10} {
-		if m*p >= raw {
-			return m * p
-		}
-	}
-	return 10 * p
-}
-
-func xmlEscape(s string) string {
-	return strings.NewReplacer("&", "&amp;", "<", "&lt;", ">", "&gt;", `"`, "&quot;").Replace(s)
 }
 
 // plotSVG draws RSS, goroutines (threads without --metrics) and open
@@ -70,7 +52,7 @@ func plotSVG(res *result) string {
 	w(`<svg xmlns="http://www.w3.org/2000/svg" width="%.0f" height="%.0f" viewBox="0 0 %.0f %.0f" font-family="sans-serif" font-size="11">`+"\n",
 		plotW, height, plotW, height)
 	w(`<rect width="100%%" height="100%%" fill="white"/>` + "\n")
-	w(`<text x="%.0f" y="18" font-size="14">saslgate soak: the daemon every second (%s)</text>`+"\n", marginL, xmlEscape(r.p.total.String()))
+	w(`<text x="%.0f" y="18" font-size="14">saslgate soak: the daemon every second (%s)</text>`+"\n", marginL, runreport.Escape(r.p.total.String()))
 	top, bottom := marginT, marginT+float64(len(panels))*(panelH+panelGap)-panelGap
 
 	// fault windows and phases behind everything
@@ -78,8 +60,8 @@ func plotSVG(res *result) string {
 	for i, win := range r.windows {
 		x0, x1 := px(win.Start), px(win.End)
 		w(`<rect x="%.1f" y="%.1f" width="%.1f" height="%.1f" fill="%s" opacity="0.7"><title>%s</title></rect>`+"\n",
-			x0, top, math.Max(1, x1-x0), bottom-top, colors[i%len(colors)], xmlEscape(win.What))
-		w(`<text x="%.1f" y="%.1f" font-size="9" fill="#555">%s</text>`+"\n", x0+2, top-4-float64(i%2)*10, xmlEscape(shortWindow(win.What)))
+			x0, top, math.Max(1, x1-x0), bottom-top, colors[i%len(colors)], runreport.Escape(win.What))
+		w(`<text x="%.1f" y="%.1f" font-size="9" fill="#555">%s</text>`+"\n", x0+2, top-4-float64(i%2)*10, runreport.Escape(shortWindow(win.What)))
 	}
 	for _, e := range r.events {
 		var label, color, dash string
@@ -110,7 +92,7 @@ func plotSVG(res *result) string {
 		for _, x := range xs {
 			vmax = math.Max(vmax, s.get(x))
 		}
-		step := niceStep(vmax, 4)
+		step := runreport.NiceStep(vmax, 4)
 		vtop := math.Max(step, math.Ceil(vmax/step)*step)
 		py := func(v float64) float64 { return y0 + panelH - panelH*v/vtop }
 		w(`<rect x="%.1f" y="%.1f" width="%.1f" height="%.1f" fill="none" stroke="#999"/>`+"\n", marginL, y0, innerW, panelH)
@@ -118,22 +100,22 @@ func plotSVG(res *result) string {
 		if s.unit != "" {
 			title += " (" + s.unit + ")"
 		}
-		w(`<text x="%.1f" y="%.1f" font-weight="bold">%s</text>`+"\n", marginL+4, y0+12, xmlEscape(title))
+		w(`<text x="%.1f" y="%.1f" font-weight="bold">%s</text>`+"\n", marginL+4, y0+12, runreport.Escape(title))
 		for v := 0.0; v <= vtop+step/2; v += step {
 			w(`<line x1="%.1f" y1="%.1f" x2="%.1f" y2="%.1f" stroke="#eee"/>`+"\n", marginL, py(v), marginL+innerW, py(v))
 			w(`<text x="%.1f" y="%.1f" text-anchor="end">%s</text>`+"\n", marginL-4, py(v)+4, trimFloat(v))
 		}
 		w(`<line x1="%.1f" y1="%.1f" x2="%.1f" y2="%.1f" stroke="%s" stroke-dasharray="6 4" opacity="0.6"><title>baseline</title></line>`+"\n",
 			marginL, py(s.base), marginL+innerW, py(s.base), s.color)
-		var pts []string
+		var pts [][2]float64
 		for _, x := range xs {
 			if v := s.get(x); v >= 0 {
-				pts = append(pts, fmt.Sprintf("%.1f,%.1f", px(x.T), py(v)))
+				pts = append(pts, [2]float64{px(x.T), py(v)})
 			}
 		}
-		w(`<polyline fill="none" stroke="%s" stroke-width="1.5" points="%s"/>`+"\n", s.color, strings.Join(pts, " "))
+		w(`<polyline fill="none" stroke="%s" stroke-width="1.5" points="%s"/>`+"\n", s.color, runreport.Points(pts))
 	}
-	step := niceStep(tmax, 10)
+	step := runreport.NiceStep(tmax, 10)
 	for t := 0.0; t <= tmax; t += step {
 		x := marginL + innerW*t/tmax
 		w(`<text x="%.1f" y="%.1f" text-anchor="middle">%s</text>`+"\n", x, bottom+26, trimFloat(t)+" s")

@@ -4,14 +4,14 @@ import (
 	"cmp"
 	"fmt"
 	"maps"
-	"os"
 	"os/exec"
 	"regexp"
 	"runtime"
 	"slices"
 	"strings"
-	"syscall"
 	"time"
+
+	"github.com/saslgate/saslgate/test/internal/runreport"
 )
 
 // Goals the report checks.
@@ -410,25 +410,7 @@ func goroutineLimit(b, e sample) int { return b.Goroutines + 2*max(0, e.Children
 func rssLimit(b sample) int64 { return b.RSS + max(b.RSS/4, 4<<20) }
 
 func machine() string {
-	cpu := "unknown CPU"
-	if b, err := os.ReadFile("/proc/cpuinfo"); err == nil {
-		for _, l := range strings.Split(string(b), "\n") {
-			if strings.HasPrefix(l, "model name") {
-				cpu = strings.TrimSpace(strings.SplitN(l, ":", 2)[1])
-				break
-			}
-		}
-	}
-	var u syscall.Utsname
-	_ = syscall.Uname(&u)
-	rel := make([]byte, 0, 65)
-	for _, c := range u.Release {
-		if c == 0 {
-			break
-		}
-		rel = append(rel, byte(c))
-	}
-	return fmt.Sprintf("%d CPUs (%s), Linux %s, %s", runtime.NumCPU(), cpu, rel, runtime.Version())
+	return fmt.Sprintf("%d CPUs (%s), Linux %s, %s", runtime.NumCPU(), runreport.CPUModel(), runreport.KernelRelease(), runtime.Version())
 }
 
 func ms(d time.Duration) string {

@@ -122,18 +122,6 @@ func TestPercentiles(t *testing.T) {
 	}
 }
 
-func TestNiceStep(t *testing.T) {
-	for _, tc := range []struct {
-		span float64
-		n    int
-		want float64
-	}{{100, 4, 50}, {37, 4, 10}, {2058, 4, 1000}, {300, 10, 50}, {0.7, 4, 0.2}, {0, 4, 1}} {
-		if got := niceStep(tc.span, tc.n); got != tc.want {
-			t.Errorf("niceStep(%v, %d) = %v, want %v", tc.span, tc.n, got, tc.want)
-		}
-	}
-}
-
 func TestParseMetrics(t *testing.T) {
 	text := "# HELP go_goroutines x\n# TYPE go_goroutines gauge\ngo_goroutines 2045\n" +
 		"go_goroutines_other 7\nsaslgate_open_connections 1.5e+03\nsaslgate_replies_total{reply=\"ok\"} 3\n"
