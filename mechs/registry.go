@@ -54,6 +54,19 @@ func Register(name string, order int, f Factory) {
 	registry[name] = registration{name: name, order: order, f: f}
 }
 
+// Constructor adapts a mechanism package's typed constructor, New(opts,
+// logger) (*T, error), to a Factory, so that a failed New yields a nil
+// Mechanism rather than a non-nil interface holding a nil pointer.
+func Constructor[M Mechanism](newM func(Options, *slog.Logger) (M, error)) Factory {
+	return func(o Options, l *slog.Logger) (Mechanism, error) {
+		m, err := newM(o, l)
+		if err != nil {
+			return nil, err
+		}
+		return m, nil
+	}
+}
+
 // New builds the mechanism registered under name, matched case-insensitively
 // as saslauthd does.
 func New(name string, o Options, l *slog.Logger) (Mechanism, error) {

@@ -38,13 +38,7 @@ const name = "checkpassword"
 func init() {
 	// after rimap and shadow: saslauthd's -v order ends with the
 	// mechanisms Cyrus has, and this is not one of them
-	mechs.Register(name, 70, func(opts mechs.Options, logger *slog.Logger) (mechs.Mechanism, error) {
-		m, err := New(opts, logger)
-		if err != nil {
-			return nil, err
-		}
-		return m, nil
-	})
+	mechs.Register(name, 70, mechs.Constructor(New))
 }
 
 // The replies. saslauthd has no checkpassword mechanism; these follow its

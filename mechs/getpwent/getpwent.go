@@ -30,13 +30,7 @@ import (
 const name = "getpwent"
 
 func init() {
-	mechs.Register(name, 20, func(opts mechs.Options, logger *slog.Logger) (mechs.Mechanism, error) {
-		g, err := New(opts, logger)
-		if err != nil {
-			return nil, err
-		}
-		return g, nil
-	})
+	mechs.Register(name, 20, mechs.Constructor(New))
 }
 
 // The replies of saslauthd 2.1.28's auth_getpwent.c.

@@ -41,13 +41,7 @@ import (
 const name = "pam"
 
 func init() {
-	mechs.Register(name, 40, func(opts mechs.Options, logger *slog.Logger) (mechs.Mechanism, error) {
-		p, err := New(opts, logger)
-		if err != nil {
-			return nil, err
-		}
-		return p, nil
-	})
+	mechs.Register(name, 40, mechs.Constructor(New))
 }
 
 // Keys of mechs.Options.Values the mechanism reads.

@@ -52,13 +52,7 @@ import (
 const name = "rimap"
 
 func init() {
-	mechs.Register(name, 50, func(opts mechs.Options, logger *slog.Logger) (mechs.Mechanism, error) {
-		m, err := New(opts, logger)
-		if err != nil {
-			return nil, err
-		}
-		return m, nil
-	})
+	mechs.Register(name, 50, mechs.Constructor(New))
 }
 
 // The replies, as saslauthd 2.1.28 words them.

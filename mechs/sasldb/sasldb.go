@@ -34,13 +34,7 @@ import (
 const name = "sasldb"
 
 func init() {
-	mechs.Register(name, 10, func(opts mechs.Options, logger *slog.Logger) (mechs.Mechanism, error) {
-		db, err := New(opts, logger)
-		if err != nil {
-			return nil, err
-		}
-		return db, nil
-	})
+	mechs.Register(name, 10, mechs.Constructor(New))
 }
 
 const (

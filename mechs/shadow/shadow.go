@@ -43,13 +43,7 @@ import (
 const name = "shadow"
 
 func init() {
-	mechs.Register(name, 60, func(opts mechs.Options, logger *slog.Logger) (mechs.Mechanism, error) {
-		s, err := New(opts, logger)
-		if err != nil {
-			return nil, err
-		}
-		return s, nil
-	})
+	mechs.Register(name, 60, mechs.Constructor(New))
 }
 
 // The replies of saslauthd 2.1.28's auth_shadow.c.
