@@ -275,63 +275,17 @@ func TestCheckpasswordDovecot(t *testing.T) {
 		}
 	}
 	rmMakeCA(t, dir, "", "127.0.0.1")
-	conf := fmt.Sprintf(`# saslgate checkpassword test: private instance, loopback only
-base_dir = %[1]s/run
-state_dir = %[1]s/state
-log_path = %[1]s/dovecot.log
-protocols = imap
-listen = 127.0.0.1
-ssl = yes
-ssl_cert = <%[1]s/cert.pem
-ssl_key = <%[1]s/key.pem
-disable_plaintext_auth = no
-auth_mechanisms = plain
-auth_failure_delay = 0
-auth_verbose = yes
-passdb {
+	dv.configure(t, "checkpassword", fmt.Sprintf(`passdb {
   driver = checkpassword
-  args = %[4]s checkpassword -f %[5]s
+  args = %s checkpassword -f %s
 }
-userdb {
-  driver = static
-  args = uid=nobody gid=nogroup home=%[1]s/home/%%u
-}
-mail_location = mbox:~/mail
 # the Go runtime reserves about 1.4 GiB of address space at start, more
 # than the default 256M limit Dovecot sets on the auth process that runs
 # checkpassword
 service auth {
   vsz_limit = 2G
 }
-service anvil {
-  unix_listener anvil-auth-penalty {
-    mode = 0
-  }
-}
-service imap-login {
-  inet_listener imap {
-    address = 127.0.0.1
-    port = %[2]d
-  }
-  inet_listener imaps {
-    address = 127.0.0.1
-    port = %[3]d
-    ssl = yes
-  }
-}
-`, dir, dv.imapPort, dv.imapsPort, saslgateBin(t), d.Socket())
-	dv.conf = filepath.Join(dir, "dovecot.conf")
-	if err := os.WriteFile(dv.conf, []byte(conf), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	dv.start(t)
-	t.Cleanup(func() {
-		dv.stop(t)
-		if t.Failed() {
-			log, _ := os.ReadFile(filepath.Join(dir, "dovecot.log"))
-			t.Logf("dovecot.log:\n%s\nsaslgate:\n%s", log, d.Out.String())
-		}
-	})
+`, saslgateBin(t), d.Socket()), func() string { return "saslgate:\n" + d.Out.String() })
 
 	for i, tc := range []struct {
 		login, pw, want string

@@ -177,7 +177,24 @@ func rmStartDovecot(t *testing.T) *rmDovecot {
 	if err := os.WriteFile(filepath.Join(d.dir, "passwd"), []byte(passwd), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	conf := fmt.Sprintf(`# saslgate rimap test: private instance, loopback only
+	d.configure(t, "rimap", `passdb {
+  driver = passwd-file
+  args = `+d.dir+`/passwd
+}
+auth_username_chars =
+login_trusted_networks = 127.0.0.0/8
+`, nil)
+	return d
+}
+
+// configure writes a private Dovecot's configuration in d.dir (its run,
+// state and home directories and cert.pem must exist) with the given
+// passdb and extra settings, starts it, and stops it at Cleanup, printing
+// its log (and onFail's) if the test failed. The rimap and checkpassword
+// tests differ only in those.
+func (d *rmDovecot) configure(t *testing.T, what, passdbAndExtra string, onFail func() string) {
+	t.Helper()
+	conf := fmt.Sprintf(`# saslgate %[4]s test: private instance, loopback only
 base_dir = %[1]s/run
 state_dir = %[1]s/state
 log_path = %[1]s/dovecot.log
@@ -189,13 +206,8 @@ ssl_key = <%[1]s/key.pem
 disable_plaintext_auth = no
 auth_mechanisms = plain
 auth_failure_delay = 0
-auth_username_chars =
 auth_verbose = yes
-login_trusted_networks = 127.0.0.0/8
-passdb {
-  driver = passwd-file
-  args = %[1]s/passwd
-}
+%[5]s
 userdb {
   driver = static
   args = uid=nobody gid=nogroup home=%[1]s/home/%%u
@@ -218,7 +230,7 @@ service imap-login {
     ssl = yes
   }
 }
-`, d.dir, d.imapPort, d.imapsPort)
+`, d.dir, d.imapPort, d.imapsPort, what, passdbAndExtra)
 	d.conf = filepath.Join(d.dir, "dovecot.conf")
 	if err := os.WriteFile(d.conf, []byte(conf), 0o644); err != nil {
 		t.Fatal(err)
@@ -229,9 +241,11 @@ service imap-login {
 		if t.Failed() {
 			log, _ := os.ReadFile(filepath.Join(d.dir, "dovecot.log"))
 			t.Logf("dovecot.log:\n%s", log)
+			if onFail != nil {
+				t.Log(onFail())
+			}
 		}
 	})
-	return d
 }
 
 // start runs dovecot -F and waits for its greeting on both ports.
