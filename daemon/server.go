@@ -74,6 +74,8 @@ type Server struct {
 	stop     context.CancelFunc
 	inflight chan struct{}
 	conns    chan struct{}
+	handoff  chan connJob  // to idle connection goroutines
+	connIdle time.Duration // 0: connIdle; tests shorten it
 
 	accepted atomic.Uint64 // connections accepted, for the watchdog
 
@@ -157,6 +159,7 @@ func (s *Server) init() {
 			mc = DefaultMaxConns
 		}
 		s.conns = make(chan struct{}, mc)
+		s.handoff = make(chan connJob)
 		s.stopCtx, s.stop = context.WithCancel(context.Background())
 		s.listeners = map[net.Listener]struct{}{}
 		s.active = map[net.Conn]*connState{}

@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"net"
 	"path/filepath"
+	"runtime"
 	"slices"
 	"strings"
 	"sync"
@@ -451,5 +452,40 @@ func TestServer_LogInjection(t *testing.T) {
 	out := lb.String()
 	if !strings.Contains(out, "[user=eve?saslauthd[1]: auth success] [service=smtp?]") {
 		t.Fatalf("control characters not neutralised:\n%s", out)
+	}
+}
+
+// TestServer_ConnGoroutinesReusedThenGone: a connection goroutine outlives
+// its connection to serve the next one (a fresh goroutine per connection
+// grows a new stack each time), and the goroutines of a burst exit once
+// idle.
+func TestServer_ConnGoroutinesReusedThenGone(t *testing.T) {
+	base := runtime.NumGoroutine()
+	s := &Server{connIdle: time.Second}
+	sock, _ := startServer(t, s, users)
+	ok := protocol.Request{Login: "alice", Password: "secret", Service: "imap"}
+	var wg sync.WaitGroup
+	for range 50 {
+		wg.Go(func() {
+			if got := ask(t, sock, ok); got != "OK" {
+				t.Errorf("reply %q", got)
+			}
+		})
+	}
+	wg.Wait()
+	if n := runtime.NumGoroutine() - base; n < 3 {
+		t.Errorf("%d goroutines more than before right after a burst of 50, want idle connection goroutines waiting", n)
+	}
+	for range 20 { // one at a time: the idle goroutines serve them
+		if got := ask(t, sock, ok); got != "OK" {
+			t.Fatalf("reply %q", got)
+		}
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for runtime.NumGoroutine()-base > 2 { // Serve and slack
+		if time.Now().After(deadline) {
+			t.Fatalf("%d goroutines more than before 10s after a burst, want the idle ones gone", runtime.NumGoroutine()-base)
+		}
+		time.Sleep(50 * time.Millisecond)
 	}
 }
