@@ -39,6 +39,7 @@ deps:
 
 build:
 	$(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN) ./cmd/saslgate
+	$(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN)-metrics ./cmd/saslgate-metrics
 
 # run starts the daemon in the foreground on a bundled demo sasldb, on a
 # socket in a temporary directory, and prints the command to query it.

@@ -5,6 +5,7 @@ package test
 
 import (
 	"bufio"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -300,12 +301,7 @@ func TestMetricsDetached(t *testing.T) {
 	dir := sdbTempDir(t)
 	lcReapRunDir(t, dir)
 	// a free port: the detached daemon logs its address to syslog only
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := l.Addr().String()
-	l.Close()
+	addr := metFreeAddr(t)
 	cmd := exec.Command(saslgateBin(t), "serve", "-a", "sasldb", "--sasldb-path", fx.DB, "-m", dir,
 		"--failure-delay", "0", "--auth-penalty", "0", "--metrics", addr)
 	if out, err := cmd.CombinedOutput(); err != nil {
@@ -332,4 +328,117 @@ func TestMetricsDetached(t *testing.T) {
 		c.Close()
 		t.Errorf("%s still listening after SIGTERM", addr)
 	}
+}
+
+// metExporter returns the pid of daemon pid's saslgate-metrics child,
+// waiting for one to run.
+func metExporter(t *testing.T, pid int, not int) int {
+	t.Helper()
+	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
+		tasks, _ := filepath.Glob(fmt.Sprintf("/proc/%d/task/*/children", pid))
+		for _, f := range tasks {
+			b, _ := os.ReadFile(f)
+			for _, s := range strings.Fields(string(b)) {
+				c, _ := strconv.Atoi(s)
+				if exe, _ := os.Readlink(fmt.Sprintf("/proc/%d/exe", c)); c != not && filepath.Base(exe) == "saslgate-metrics" {
+					return c
+				}
+			}
+		}
+	}
+	t.Fatalf("daemon %d has no saslgate-metrics child", pid)
+	return 0
+}
+
+// TestMetricsExporterProcess: the endpoint is a child process that holds
+// no lock on the daemon: the daemon's go_* and process_* are the daemon's,
+// an exporter killed outright is replaced while logins go on, and one
+// whose daemon is killed outright exits with it, freeing the port.
+func TestMetricsExporterProcess(t *testing.T) {
+	fx := sdbNewFixture(t)
+	dir := sdbTempDir(t)
+	addr := metFreeAddr(t)
+	d := startDaemon(t, "saslgate", saslgateBin(t), "", dir, "serve", "-d", "-a", "sasldb",
+		"--sasldb-path", fx.DB, "-m", dir, "--failure-delay", "0", "--auth-penalty", "0", "--metrics", addr)
+	url := metURL(t, d)
+	pid := d.Cmd.Process.Pid
+	exp := metExporter(t, pid, 0)
+	m := metScrape(t, url)
+	if m["process_open_fds"] < 5 || m["go_goroutines"] < 3 {
+		t.Errorf("process_open_fds %v, go_goroutines %v: not the daemon's?", m["process_open_fds"], m["go_goroutines"])
+	}
+	if rss := m["process_resident_memory_bytes"]; rss == 0 {
+		t.Error("no process_resident_memory_bytes")
+	}
+
+	if err := syscall.Kill(exp, syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	good := protocol.Request{Login: "dave", Password: sdbDavePw, Realm: fx.Host}
+	if got := ask(d.Socket(), good); got != "OK" { // logins do not wait for the exporter
+		t.Fatalf("reply with the exporter dead: %q", got)
+	}
+	next := metExporter(t, pid, exp)
+	var got float64
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(100 * time.Millisecond) {
+		if c, err := net.DialTimeout("tcp", addr, time.Second); err == nil {
+			c.Close()
+			if got = metScrape(t, url)[`saslgate_requests_total{mech="sasldb",verdict="accept"}`]; got == 1 {
+				break
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no endpoint with the login counted (%v) 10s after the exporter was killed:\n%s", got, d.Out.String())
+		}
+	}
+	if !strings.Contains(d.Out.String(), "metrics: the exporter stopped") {
+		t.Errorf("the exporter's death was not logged:\n%s", d.Out.String())
+	}
+
+	if err := d.Cmd.Process.Kill(); err != nil {
+		t.Fatal(err)
+	}
+	if !lcWaitGone(next, 10*time.Second) {
+		t.Fatalf("exporter %d still running 10s after its daemon was killed", next)
+	}
+	if c, err := net.DialTimeout("tcp", addr, time.Second); err == nil {
+		c.Close()
+		t.Errorf("%s still listening after the daemon and its exporter died", addr)
+	}
+}
+
+// TestMetricsNoExporter: --metrics without the saslgate-metrics executable
+// (beside saslgate or in /usr/lib/saslgate) stops the start with a message
+// that says what is missing, instead of a daemon without its endpoint.
+func TestMetricsNoExporter(t *testing.T) {
+	if _, err := os.Stat("/usr/lib/saslgate/saslgate-metrics"); err == nil {
+		t.Fatal("/usr/lib/saslgate/saslgate-metrics is installed on this machine; this test needs it absent (dpkg --purge saslgate)")
+	}
+	fx := sdbNewFixture(t)
+	dir := sdbTempDir(t)
+	lone := filepath.Join(t.TempDir(), "saslgate")
+	b, err := os.ReadFile(saslgateBin(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(lone, b, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	out, err := exec.Command(lone, "serve", "-d", "-a", "sasldb", "--sasldb-path", fx.DB, "-m", dir,
+		"--metrics", "127.0.0.1:0").CombinedOutput()
+	var ee *exec.ExitError
+	if !errors.As(err, &ee) || ee.ExitCode() != 1 || !strings.Contains(string(out), "no saslgate-metrics executable") {
+		t.Errorf("without the exporter: %v\n%s", err, out)
+	}
+}
+
+// metFreeAddr is a loopback address with a port free a moment ago.
+func metFreeAddr(t *testing.T) string {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().String()
 }

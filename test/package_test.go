@@ -408,7 +408,7 @@ func TestPackageDeb(t *testing.T) {
 	for _, p := range listed {
 		st, _ := os.Stat(p)
 		wantMode := os.FileMode(0o644)
-		if p == "/usr/sbin/saslgate" {
+		if p == "/usr/sbin/saslgate" || p == "/usr/lib/saslgate/saslgate-metrics" {
 			wantMode = 0o755
 		}
 		if st != nil && st.Mode().Perm() != wantMode {

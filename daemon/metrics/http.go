@@ -11,6 +11,8 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/saslgate/saslgate/daemon/stats"
 )
 
 // The endpoint's bounds: it has no authentication, so whoever reaches it
@@ -52,16 +54,20 @@ func (m *Metrics) Handler() http.Handler {
 }
 
 // Listen binds addr (host:port) now, so that a bad or busy address is a
-// start-up error, and serves m's Handler at Path on it until Shutdown. The
-// endpoint has no authentication: addr should be a loopback address, and
-// another one is logged as a warning.
+// start-up error, and serves m's Handler at Path on it until Shutdown.
 func (m *Metrics) Listen(addr string, logger *slog.Logger) (*Endpoint, error) {
-	if logger == nil {
-		logger = slog.New(slog.DiscardHandler)
-	}
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
 		return nil, fmt.Errorf("metrics: %w", err)
+	}
+	stats.WarnIfExposed(logger, ln.Addr())
+	return m.Serve(ln, logger), nil
+}
+
+// Serve serves m's Handler at Path on ln until Shutdown.
+func (m *Metrics) Serve(ln net.Listener, logger *slog.Logger) *Endpoint {
+	if logger == nil {
+		logger = slog.New(slog.DiscardHandler)
 	}
 	ln = &limitListener{Listener: ln, sem: make(chan struct{}, MaxConns)}
 	mux := http.NewServeMux()
@@ -79,14 +85,11 @@ func (m *Metrics) Listen(addr string, logger *slog.Logger) (*Endpoint, error) {
 		ln:   ln,
 		done: make(chan struct{}),
 	}
-	if tcp, ok := ln.Addr().(*net.TCPAddr); ok && !tcp.IP.IsLoopback() {
-		logger.Warn("metrics: " + ln.Addr().String() + " is not a loopback address; the endpoint has no authentication")
-	}
 	go func() {
 		e.serveErr = e.srv.Serve(ln)
 		close(e.done)
 	}()
-	return e, nil
+	return e
 }
 
 // Addr is the address the endpoint listens on.

@@ -1,179 +1,201 @@
-// Package metrics is saslgate's Prometheus endpoint (--metrics ADDR): the
-// collectors, on a registry of their own, fed by the daemon.Observer hooks
-// on the request path and by reading the server, the cache and the PAM
-// workers' counters at scrape time.
-//
-// The request path stays cheap: the label children of every known label
-// set are resolved once, so recording a request is a map lookup and a few
-// atomic adds, with no allocation (BenchmarkRequest). Series for a
-// mechanism are made the first time that mechanism decides a request.
+// Package metrics is saslgate's Prometheus endpoint (--metrics ADDR), on a
+// registry of its own. It runs in the saslgate-metrics process: the daemon
+// counts with daemon/stats, standard library only, and this package turns
+// each scrape into one stats.Snapshot fetched from the daemon, so that the
+// daemon that answers logins carries neither an HTTP server nor the
+// Prometheus stack.
 package metrics
 
 import (
-	"runtime"
+	"net"
 	"sync"
-	"sync/atomic"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 
 	"github.com/saslgate/saslgate/daemon"
-	"github.com/saslgate/saslgate/mechs"
+	"github.com/saslgate/saslgate/daemon/stats"
 )
 
 const namespace = "saslgate"
 
-// Buckets are the request latency histogram's upper bounds, in seconds:
-// from a cache hit (tens of microseconds) to a back end at its timeout.
-var buckets = []float64{
-	50e-6, 100e-6, 250e-6, 500e-6,
-	.001, .0025, .005, .01, .025, .05, .1, .25, .5,
-	1, 2.5, 5, 10,
-}
+// Source returns the daemon's counters now.
+type Source func() (stats.Snapshot, error)
 
-// Metrics owns the collectors and their registry. It implements
-// daemon.Observer; Attach hooks it to a Server.
+// Metrics owns the registry and the collector that reads a Source.
 type Metrics struct {
 	reg *prometheus.Registry
-
-	reqs *prometheus.CounterVec
-	dur  *prometheus.HistogramVec
-	// per mechanism label: read without a lock, copied to add one
-	series atomic.Pointer[map[string]*mechSeries]
-	addMu  sync.Mutex
-
-	replies   [2]prometheus.Counter // no, ok
-	connErrs  map[daemon.ConnError]prometheus.Counter
-	throttled prometheus.Counter
-	delay     prometheus.Counter
-
-	attached atomic.Bool
+	// in-process only (New): the counters Attach hooks to a server
+	local *stats.Stats
 }
 
-// mechSeries are one mechanism's children, by verdict.
-type mechSeries struct {
-	reqs [4]prometheus.Counter // indexed by mechs.Verdict; 0 counts as tempfail
-	dur  prometheus.Observer
-}
-
-var verdictLabels = [4]string{"tempfail", "accept", "reject", "tempfail"}
-
-// New makes the collectors and registers them, with the Go runtime's and
-// the process's, on a new registry. version is saslgate's, for
-// saslgate_build_info.
+// New returns Metrics over counters of its own, in this process: Attach
+// hooks them to a Server. For tests and benchmarks; the daemon uses
+// daemon/stats and NewRemote runs in the exporter.
 func New(version string) *Metrics {
+	st := stats.New(version)
+	m := newMetrics(func() (stats.Snapshot, error) { return st.Snapshot(), nil },
+		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	m.local = st
+	return m
+}
+
+// NewRemote returns Metrics over src, the snapshots of the daemon whose
+// process is pid (its process_* metrics are read from /proc/pid).
+func NewRemote(src Source, pid int) *Metrics {
+	return newMetrics(src, collectors.NewProcessCollector(collectors.ProcessCollectorOpts{
+		PidFn: func() (int, error) { return pid, nil },
+	}))
+}
+
+func newMetrics(src Source, process prometheus.Collector) *Metrics {
 	m := &Metrics{reg: prometheus.NewRegistry()}
-	m.reqs = prometheus.NewCounterVec(prometheus.CounterOpts{
-		Namespace: namespace, Name: "requests_total",
-		Help: "Requests answered, by deciding mechanism (\"cache\" for a cache entry, \"none\" when no mechanism decided) and verdict.",
-	}, []string{"mech", "verdict"})
-	m.dur = prometheus.NewHistogramVec(prometheus.HistogramOpts{
-		Namespace: namespace, Name: "request_duration_seconds",
-		Help:    "Time from a rewritten request to its answer (cache, -n wait, mechanisms), without the failure delay, by deciding mechanism.",
-		Buckets: buckets,
-	}, []string{"mech"})
-	replies := prometheus.NewCounterVec(prometheus.CounterOpts{
-		Namespace: namespace, Name: "replies_total",
-		Help: "Replies written to clients, including the protocol's refusals, by reply.",
-	}, []string{"reply"})
-	m.replies = [2]prometheus.Counter{replies.WithLabelValues("no"), replies.WithLabelValues("ok")}
-	connErrs := prometheus.NewCounterVec(prometheus.CounterOpts{
-		Namespace: namespace, Name: "connection_errors_total",
-		Help: "Requests refused by the protocol (field_too_long, null_login, null_password) and connections closed without a reply, by kind.",
-	}, []string{"kind"})
-	m.connErrs = map[daemon.ConnError]prometheus.Counter{}
-	for _, e := range daemon.ConnErrors() {
-		m.connErrs[e] = connErrs.WithLabelValues(e.String())
-	}
-	m.throttled = prometheus.NewCounter(prometheus.CounterOpts{
-		Namespace: namespace, Name: "throttled_requests_total",
-		Help: "Answers held back by the failure delay or a penalty.",
-	})
-	m.delay = prometheus.NewCounter(prometheus.CounterOpts{
-		Namespace: namespace, Name: "throttle_delay_seconds_total",
-		Help: "Failure delay and penalties imposed, summed.",
-	})
-	buildInfo := prometheus.NewGauge(prometheus.GaugeOpts{
-		Namespace: namespace, Name: "build_info",
-		Help:        "Always 1; the labels say which saslgate is running.",
-		ConstLabels: prometheus.Labels{"version": version, "goversion": runtime.Version()},
-	})
-	buildInfo.Set(1)
-	empty := map[string]*mechSeries{}
-	m.series.Store(&empty)
-	m.reg.MustRegister(m.reqs, m.dur, replies, connErrs, m.throttled, m.delay, buildInfo,
-		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	m.reg.MustRegister(newCollector(src), process)
 	return m
 }
 
 // Registry is where the collectors are registered.
 func (m *Metrics) Registry() *prometheus.Registry { return m.reg }
 
-// Attach makes m s's Observer and registers what is read from s at scrape
-// time: open connections, mechanism calls in flight, the cache's counters
-// (when s has a cache) and the PAM worker restarts of the mechanisms in s's
-// policy. Call it once, before s serves.
+// Attach makes the counters of New s's Observer. Call it once, before s
+// serves.
 func (m *Metrics) Attach(s *daemon.Server) {
-	if !m.attached.CompareAndSwap(false, true) {
-		panic("metrics: Attach called twice")
+	if m.local == nil {
+		panic("metrics: Attach on Metrics made by NewRemote")
 	}
-	s.Observer = m
-	m.reg.MustRegister(newServerCollector(s))
+	m.local.Attach(s)
 }
 
-// Request records one answered request.
-func (m *Metrics) Request(ev daemon.RequestEvent) {
-	ms := (*m.series.Load())[ev.Mech]
-	if ms == nil {
-		ms = m.addMech(ev.Mech)
-	}
-	v := ev.Verdict
-	if v >= mechs.Verdict(len(ms.reqs)) {
-		v = 0 // an invalid verdict was answered as a TEMPFAIL
-	}
-	ms.reqs[v].Inc()
-	ms.dur.Observe(ev.Duration.Seconds())
-	if ev.Delay > 0 {
-		m.throttled.Inc()
-		m.delay.Add(ev.Delay.Seconds())
+// Stats are the counters of New, nil for NewRemote.
+func (m *Metrics) Stats() *stats.Stats { return m.local }
+
+// ConnSource is a Source that asks the daemon at the other end of c, one
+// scrape at a time.
+func ConnSource(c net.Conn) Source {
+	var mu sync.Mutex
+	return func() (stats.Snapshot, error) {
+		mu.Lock()
+		defer mu.Unlock()
+		return stats.Fetch(c)
 	}
 }
 
-// addMech makes a mechanism's series, once.
-func (m *Metrics) addMech(name string) *mechSeries {
-	m.addMu.Lock()
-	defer m.addMu.Unlock()
-	old := *m.series.Load()
-	if ms := old[name]; ms != nil {
-		return ms
-	}
-	ms := &mechSeries{dur: m.dur.WithLabelValues(name)}
-	for v, l := range verdictLabels {
-		ms.reqs[v] = m.reqs.WithLabelValues(name, l)
-	}
-	next := make(map[string]*mechSeries, len(old)+1)
-	for k, v := range old {
-		next[k] = v
-	}
-	next[name] = ms
-	m.series.Store(&next)
-	return ms
+// collector turns one snapshot per scrape into every series.
+type collector struct {
+	src Source
+
+	reqs, dur, replies, connErrs, throttled, delay, buildInfo *prometheus.Desc
+	openConns, mechCalls                                      *prometheus.Desc
+	cacheEntries, cacheHits, cacheMisses                      *prometheus.Desc
+	cacheStale, cacheBypassed, cacheEvictions, pamRestarts    *prometheus.Desc
+	goroutines, threads, goInfo, heapAlloc, heapInuse         *prometheus.Desc
+	heapObjects, sysBytes, gcCycles, maxprocs                 *prometheus.Desc
 }
 
-// Reply records one reply written.
-func (m *Metrics) Reply(ok bool) {
-	if ok {
-		m.replies[1].Inc()
-	} else {
-		m.replies[0].Inc()
+func newCollector(src Source) *collector {
+	d := func(name, help string, labels ...string) *prometheus.Desc {
+		return prometheus.NewDesc(prometheus.BuildFQName(namespace, "", name), help, labels, nil)
+	}
+	g := func(name, help string, labels ...string) *prometheus.Desc {
+		return prometheus.NewDesc(name, help, labels, nil)
+	}
+	return &collector{
+		src:            src,
+		reqs:           d("requests_total", "Requests answered, by deciding mechanism (\"cache\" for a cache entry, \"none\" when no mechanism decided) and verdict.", "mech", "verdict"),
+		dur:            d("request_duration_seconds", "Time from a rewritten request to its answer (cache, -n wait, mechanisms), without the failure delay, by deciding mechanism.", "mech"),
+		replies:        d("replies_total", "Replies written to clients, including the protocol's refusals, by reply.", "reply"),
+		connErrs:       d("connection_errors_total", "Requests refused by the protocol (field_too_long, null_login, null_password) and connections closed without a reply, by kind.", "kind"),
+		throttled:      d("throttled_requests_total", "Answers held back by the failure delay or a penalty."),
+		delay:          d("throttle_delay_seconds_total", "Failure delay and penalties imposed, summed."),
+		buildInfo:      d("build_info", "Always 1; the labels say which saslgate is running.", "version", "goversion"),
+		openConns:      d("open_connections", "Client connections open."),
+		mechCalls:      d("mechanism_calls_in_flight", "Mechanism chains running (cache hits are not calls)."),
+		cacheEntries:   d("cache_entries", "Keys (login, realm, service) in the credential cache."),
+		cacheHits:      d("cache_hits_total", "Requests answered from the cache without the back end: positive (OK), negative (the same wrong password again), shared (an identical request in flight got the answer).", "kind"),
+		cacheMisses:    d("cache_misses_total", "Requests the back end answered through the cache."),
+		cacheStale:     d("cache_stale_served_total", "OK answered from an entry past its TTL because the back end answered TEMPFAIL (cache_stale_ttl)."),
+		cacheBypassed:  d("cache_bypassed_total", "Requests that could not use the cache (the back end's generation unknown)."),
+		cacheEvictions: d("cache_evictions_total", "Entries evicted to make room (least recently used)."),
+		pamRestarts:    d("pam_worker_restarts_total", "PAM worker processes killed or found dead and replaced, by reason.", "reason"),
+		// the Go runtime of the daemon, under client_golang's names
+		goroutines:  g("go_goroutines", "Number of goroutines that currently exist."),
+		threads:     g("go_threads", "Number of OS threads created."),
+		goInfo:      g("go_info", "Information about the Go environment.", "version"),
+		heapAlloc:   g("go_memstats_alloc_bytes", "Number of bytes allocated in heap and currently in use."),
+		heapInuse:   g("go_memstats_heap_inuse_bytes", "Number of heap bytes that are in use."),
+		heapObjects: g("go_memstats_heap_objects", "Number of currently allocated objects."),
+		sysBytes:    g("go_memstats_sys_bytes", "Number of bytes obtained from system."),
+		gcCycles:    g("go_gc_cycles_total", "Number of completed GC cycles."),
+		maxprocs:    g("go_sched_gomaxprocs_threads", "The current runtime.GOMAXPROCS setting."),
 	}
 }
 
-// ConnError records a refusal or a connection closed without a reply.
-func (m *Metrics) ConnError(e daemon.ConnError) {
-	if c := m.connErrs[e]; c != nil {
-		c.Inc()
+func (c *collector) Describe(ch chan<- *prometheus.Desc) {
+	for _, d := range []*prometheus.Desc{c.reqs, c.dur, c.replies, c.connErrs, c.throttled, c.delay, c.buildInfo,
+		c.openConns, c.mechCalls, c.cacheEntries, c.cacheHits, c.cacheMisses, c.cacheStale, c.cacheBypassed,
+		c.cacheEvictions, c.pamRestarts, c.goroutines, c.threads, c.goInfo, c.heapAlloc, c.heapInuse,
+		c.heapObjects, c.sysBytes, c.gcCycles, c.maxprocs} {
+		ch <- d
 	}
 }
 
-var _ daemon.Observer = (*Metrics)(nil)
+func (c *collector) Collect(ch chan<- prometheus.Metric) {
+	snap, err := c.src()
+	if err != nil {
+		ch <- prometheus.NewInvalidMetric(c.buildInfo, err)
+		return
+	}
+	counter := func(d *prometheus.Desc, v float64, labels ...string) {
+		ch <- prometheus.MustNewConstMetric(d, prometheus.CounterValue, v, labels...)
+	}
+	gauge := func(d *prometheus.Desc, v float64, labels ...string) {
+		ch <- prometheus.MustNewConstMetric(d, prometheus.GaugeValue, v, labels...)
+	}
+	gauge(c.buildInfo, 1, snap.Version, snap.GoVersion)
+	for mech, ms := range snap.Mechs {
+		var count uint64
+		cum := make(map[float64]uint64, len(stats.Buckets))
+		for i, n := range ms.Buckets {
+			count += n
+			if i < len(stats.Buckets) {
+				cum[stats.Buckets[i]] = count
+			}
+		}
+		for _, l := range []string{"accept", "reject", "tempfail"} {
+			counter(c.reqs, float64(ms.Verdicts[l]), mech, l)
+		}
+		ch <- prometheus.MustNewConstHistogram(c.dur, count, ms.SumSec, cum, mech)
+	}
+	counter(c.replies, float64(snap.RepliesNO), "no")
+	counter(c.replies, float64(snap.RepliesOK), "ok")
+	for kind, n := range snap.ConnErrors {
+		counter(c.connErrs, float64(n), kind)
+	}
+	counter(c.throttled, float64(snap.Throttled))
+	counter(c.delay, snap.DelaySec)
+	gauge(c.openConns, float64(snap.OpenConns))
+	gauge(c.mechCalls, float64(snap.MechCalls))
+	if cs := snap.Cache; cs != nil {
+		gauge(c.cacheEntries, float64(cs.Entries))
+		counter(c.cacheHits, float64(cs.Hits), "positive")
+		counter(c.cacheHits, float64(cs.NegativeHits), "negative")
+		counter(c.cacheHits, float64(cs.Shared), "shared")
+		counter(c.cacheMisses, float64(cs.Misses))
+		counter(c.cacheStale, float64(cs.StaleHits))
+		counter(c.cacheBypassed, float64(cs.Bypassed))
+		counter(c.cacheEvictions, float64(cs.Evictions))
+	}
+	for reason, n := range snap.Restarts {
+		counter(c.pamRestarts, float64(n), reason)
+	}
+	rt := snap.Runtime
+	gauge(c.goroutines, float64(rt.Goroutines))
+	gauge(c.threads, float64(rt.Threads))
+	gauge(c.goInfo, 1, snap.GoVersion)
+	gauge(c.heapAlloc, float64(rt.HeapAllocBytes))
+	gauge(c.heapInuse, float64(rt.HeapInuseBytes))
+	gauge(c.heapObjects, float64(rt.HeapObjects))
+	gauge(c.sysBytes, float64(rt.SysBytes))
+	counter(c.gcCycles, float64(rt.GCCycles))
+	gauge(c.maxprocs, float64(rt.GOMAXPROCS))
+}

@@ -163,7 +163,7 @@ func TestRequests(t *testing.T) {
 		Throttle:    throttle.New(tc, nil),
 	}
 	m.Attach(srv)
-	if srv.Observer != m {
+	if srv.Observer != daemon.Observer(m.Stats()) {
 		t.Fatal("Attach did not install the observer")
 	}
 	sock := serve(t, srv, mechs.NewChain(nil, flaky, static))
