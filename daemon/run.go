@@ -219,6 +219,7 @@ func serve(cfg Config, status func(int)) int {
 	if watchdogEvery > 0 && notify != nil {
 		go watchdog(wdCtx, s, paths, watchdogEvery, func() { notify.Notify("WATCHDOG=1") }, log)
 	}
+	go releaseWhenIdle(wdCtx, s, idleCheck, freeOSMemory)
 
 	for {
 		select {
