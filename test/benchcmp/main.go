@@ -463,16 +463,20 @@ func measureMemories(cfg *config, saslgate, db string) (map[string]memReport, er
 		if err != nil {
 			return nil, err
 		}
-		m, err := measureMemory(d, sc.req, cfg.conns, time.Second)
+		m, err := measureMemory(d, sc.req, cfg.conns, time.Second, memRest)
 		d.stop()
 		if err != nil {
 			return nil, err
 		}
-		log.Printf("memory %-8s idle %s, %d connections held: %s (%d fds), after: %s", name, mib(m.idle.rssMain), m.held,
-			mib(m.conns.rssMain), m.conns.fds, mib(m.after.rssMain))
+		log.Printf("memory %-8s idle %s, %d connections held: %s (%d fds), after: %s, %s later: %s", name, mib(m.idle.rssMain), m.held,
+			mib(m.conns.rssMain), m.conns.fds, mib(m.after.rssMain), memRest, mib(m.rested.rssMain))
 		out[name] = m
 	}
 	return out, nil
 }
+
+// memRest is how long the memory measurement leaves a daemon idle after
+// the connections close: past two of saslgate's 10 s idle checks.
+const memRest = 25 * time.Second
 
 func mib(b int64) string { return fmt.Sprintf("%.1f MiB", float64(b)/(1<<20)) }

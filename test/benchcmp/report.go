@@ -206,18 +206,19 @@ func (r *report) writeMemory(b *strings.Builder) {
 	}
 	fmt.Fprintf(b, "Each daemon as in the sasldb scenario (`-a sasldb -n 5`), started afresh: idle after start-up and one answered request; "+
 		"then with %d connections opened that send nothing (as stalled clients); then after they are closed. Each state is left for 1 s "+
-		"before it is read from /proc. VmRSS is the main process's; Σ PSS sums the proportional set size over the process and its "+
-		"children (Cyrus's `-n` workers share pages with their parent, which Σ PSS counts once).\n\n", r.cfg.conns)
-	b.WriteString("| daemon | processes | VmRSS idle (anon) | Σ PSS idle | connections taken | VmRSS with them (anon) | Σ PSS with them | descriptors with them | VmRSS after (anon) | Σ PSS after |\n")
-	b.WriteString("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n")
+		"before it is read from /proc; the last one is read again %s later (saslgate hands the heap a burst left back to the system "+
+		"after an idle interval). VmRSS is the main process's; Σ PSS sums the proportional set size over the process and its "+
+		"children (Cyrus's `-n` workers share pages with their parent, which Σ PSS counts once).\n\n", r.cfg.conns, memRest)
+	fmt.Fprintf(b, "| daemon | processes | VmRSS idle (anon) | Σ PSS idle | connections taken | VmRSS with them (anon) | Σ PSS with them | descriptors with them | VmRSS after (anon) | Σ PSS after | VmRSS %s later (anon) |\n", memRest)
+	b.WriteString("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n")
 	for _, name := range []string{"cyrus", "saslgate"} {
 		m, ok := r.mem[name]
 		if !ok {
 			continue
 		}
-		fmt.Fprintf(b, "| %s | %d | %s | %s | %d of %d | %s | %s | %d | %s | %s |\n", daemonTitle(name), m.idle.procs,
+		fmt.Fprintf(b, "| %s | %d | %s | %s | %d of %d | %s | %s | %d | %s | %s | %s |\n", daemonTitle(name), m.idle.procs,
 			rssAnon(m.idle), mib(m.idle.pssTree), m.held, r.cfg.conns, rssAnon(m.conns), mib(m.conns.pssTree),
-			m.conns.fds, rssAnon(m.after), mib(m.after.pssTree))
+			m.conns.fds, rssAnon(m.after), mib(m.after.pssTree), rssAnon(m.rested))
 	}
 	if m, ok := r.mem["cyrus"]; ok && m.held < r.cfg.conns {
 		fmt.Fprintf(b, "\nCyrus took %d connections: one per worker, then its listen backlog; the next connect failed (%s), "+

@@ -103,7 +103,9 @@ func measureMem(pid int) (memSample, error) {
 
 // memReport is what the memory measurement of one daemon found.
 type memReport struct {
-	idle, conns, after memSample
+	// rested: after the connections closed and the daemon stayed idle
+	// for rest (saslgate hands its heap back after an idle interval)
+	idle, conns, after, rested memSample
 	held               int // idle connections the daemon's socket took
 	refused            string
 }
@@ -127,7 +129,7 @@ func openIdle(sock string, n int) (conns []net.Conn, refused string) {
 // measureMemory takes the daemon's memory idle after start-up (one
 // request answered), then with n idle connections open, then after they
 // are closed. settle is how long each state is left before it is read.
-func measureMemory(d *daemon, req protocol.Request, n int, settle time.Duration) (memReport, error) {
+func measureMemory(d *daemon, req protocol.Request, n int, settle, rest time.Duration) (memReport, error) {
 	var r memReport
 	c := &protocol.Client{Path: d.socket(), Timeout: 10 * time.Second}
 	if _, err := c.Do(context.Background(), req); err != nil {
@@ -149,7 +151,11 @@ func measureMemory(d *daemon, req protocol.Request, n int, settle time.Duration)
 		return r, err
 	}
 	time.Sleep(settle)
-	r.after, err = measureMem(d.pid)
+	if r.after, err = measureMem(d.pid); err != nil {
+		return r, err
+	}
+	time.Sleep(rest)
+	r.rested, err = measureMem(d.pid)
 	return r, err
 }
 
