@@ -46,6 +46,7 @@ type resultSet struct {
 type point struct {
 	conc         int
 	cyrus, sgate resultSet
+	floor        resultSet // scenarios with floor set only
 }
 
 // scenario is one mechanism set-up measured on both daemons.
@@ -55,6 +56,7 @@ type scenario struct {
 	sgateArgv   []string // -m DIR is appended
 	req         protocol.Request
 	slow        bool // crypt-bound: the slow duration and a minimum of requests per measurement
+	floor       bool // the floor server (floor.go) is measured beside the two daemons
 	points      []point
 	err         error // why it was not (fully) measured
 }
@@ -88,6 +90,9 @@ func (c *config) want(name string) bool {
 }
 
 func main() {
+	if code, ok := floorMain(os.Args[1:]); ok {
+		os.Exit(code)
+	}
 	log.SetFlags(0)
 	cfg, err := parseFlags(os.Args[1:])
 	if err != nil {
@@ -317,6 +322,7 @@ func scenarios(cfg *config, saslgate, db, rimapHost, caFile string) []*scenario 
 			cyrusArgv: []string{"saslauthd", "-a", "shadow", "-c", "-n", "5"},
 			sgateArgv: []string{saslgate, "serve", "-a", "shadow", "-c", "-n", "5"},
 			req:       local(userYescrypt),
+			floor:     true,
 		},
 		{
 			name: "pam",
@@ -371,8 +377,22 @@ func (sc *scenario) run(ctx context.Context, cfg *config) error {
 		return err
 	}
 	defer sg.stop()
+	daemons := []*daemon{cyrus, sg}
+	if sc.floor {
+		self, err := os.Executable()
+		if err != nil {
+			return err
+		}
+		floorDir := filepath.Join(cfg.tmp, "floor-"+sc.name)
+		fl, err := start("floor", floorDir, self, floorArg, floorDir)
+		if err != nil {
+			return err
+		}
+		defer fl.stop()
+		daemons = append(daemons, fl)
+	}
 	reqs := []protocol.Request{sc.req}
-	for _, d := range []*daemon{cyrus, sg} { // both must answer OK before we measure
+	for _, d := range daemons { // each must answer OK before we measure
 		r := load.Run(ctx, load.Spec{Socket: d.socket(), Requests: 4, Reqs: reqs, Want: []string{"OK"}})
 		if r.Errors+r.Mismatches > 0 || r.Requests != 4 {
 			return fmt.Errorf("benchcmp: %s %s does not answer OK: %s", sc.name, d.name, r)
@@ -385,21 +405,27 @@ func (sc *scenario) run(ctx context.Context, cfg *config) error {
 		}
 		p := point{conc: c}
 		for i := 0; i < cfg.rounds; i++ {
-			for _, d := range []*daemon{cyrus, sg} {
+			for _, d := range daemons {
 				if ctx.Err() != nil {
 					return ctx.Err()
 				}
 				spec.Socket = d.socket()
 				r := load.Run(ctx, spec)
 				log.Printf("%s C=%d %-8s %s", sc.name, c, d.name, r)
-				if d == cyrus {
+				switch d.name {
+				case "cyrus":
 					p.cyrus.rounds = append(p.cyrus.rounds, r)
-				} else {
+				case "saslgate":
 					p.sgate.rounds = append(p.sgate.rounds, r)
+				default:
+					p.floor.rounds = append(p.floor.rounds, r)
 				}
 			}
 		}
 		p.cyrus.med, p.sgate.med = median(p.cyrus.rounds), median(p.sgate.rounds)
+		if len(p.floor.rounds) > 0 {
+			p.floor.med = median(p.floor.rounds)
+		}
 		sc.points = append(sc.points, p)
 	}
 	return nil

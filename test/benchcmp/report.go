@@ -410,6 +410,9 @@ func (r *report) writeScenario(b *strings.Builder, sc *scenario) {
 		}
 		fmt.Fprintf(b, "\n![%s: requests/s against concurrency](%s) ![%s: p99 against concurrency](%s)\n\n",
 			sc.name, r.svgLink(sc.name+"-rps.svg"), sc.name, r.svgLink(sc.name+"-p99.svg"))
+		if sc.floor {
+			r.writeFloor(b, sc)
+		}
 	}
 	gs := goals[sc.name]
 	missed := false
@@ -453,3 +456,22 @@ func (r *report) writeCause(b *strings.Builder, key string, missed bool) {
 }
 
 func ms(d time.Duration) string { return fmt.Sprintf("%.2f ms", float64(d.Microseconds())/1000) }
+
+// writeFloor is the floor server's table (floor.go): how far above Cyrus
+// a Go daemon that does nothing but read and answer gets, in the same
+// rounds.
+func (r *report) writeFloor(b *strings.Builder, sc *scenario) {
+	b.WriteString("The floor, measured in the same rounds: a Go server that reads each request with saslgate's protocol " +
+		"package, answers `OK` and closes, a goroutine per connection, and does nothing else (no policy, cache, mechanism, " +
+		"deadline or drain). It bounds what any goroutine-per-connection daemon can serve here with this load generator, " +
+		"which runs on the same two cores.\n\n")
+	b.WriteString("| C | floor req/s | floor ÷ Cyrus | saslgate ÷ floor |\n|---:|---:|---:|---:|\n")
+	for _, p := range sc.points {
+		f := p.floor.med.RPS()
+		if f == 0 {
+			continue
+		}
+		fmt.Fprintf(b, "| %d | %.0f | %.2f× | %.2f |\n", p.conc, f, f/max(p.cyrus.med.RPS(), 1), p.sgate.med.RPS()/f)
+	}
+	b.WriteString("\n")
+}

@@ -140,9 +140,13 @@ func TestReportWrite(t *testing.T) {
 		points: []point{pt(1, 900, 700, ms, 2*ms), pt(64, 1300, 1000, 500*ms, 80*ms)}}
 	pam := &scenario{name: "pam", about: "about pam", cyrusArgv: []string{"saslauthd"}, sgateArgv: []string{"saslgate"}}
 	pam.err = os.ErrNotExist
+	floored := pt(64, 10000, 12000, ms, ms)
+	floored.floor = resultSet{med: res(16000, ms)}
+	cache := &scenario{name: "shadow-cache", about: "about the cache", cyrusArgv: []string{"saslauthd"}, sgateArgv: []string{"saslgate"},
+		floor: true, points: []point{pt(1, 4000, 3000, ms, ms), floored}}
 	cfg := &config{out: filepath.Join(dir, "BENCHMARKS.md"), svgDir: filepath.Join(dir, "docs", "bench"), concs: []int{1, 64},
 		rounds: 1, dur: time.Second, slowDur: time.Second, slowMin: 10, slowPer: 2, conns: 2000, bin: "bin/saslgate", quick: true}
-	r := &report{cfg: cfg, scenarios: []*scenario{sasldb, rimap, pam},
+	r := &report{cfg: cfg, scenarios: []*scenario{sasldb, rimap, pam, cache},
 		mem:      map[string]memReport{"saslgate": {idle: memSample{rssMain: 14 << 20, procs: 1}, conns: memSample{rssMain: 70 << 20}, held: 2000}},
 		startups: map[string][]startup{"saslgate": {{answer: 20 * ms, ready: 15 * ms}}, "cyrus": {{answer: 12 * ms}}}}
 	old := causes["rimap"]
@@ -174,10 +178,14 @@ func TestReportWrite(t *testing.T) {
 		"READY=1", "| Cyrus saslauthd | 12.00 ms | 12.00 ms | 12.00 ms | not sent",
 		"**Not (fully) measured:**",
 		"no mechanism issue sets a speed goal",
+		"| 64 | 16000 | 1.60× | 0.75 |", // the floor: ÷ Cyrus, and saslgate ÷ floor
 	} {
 		if !strings.Contains(md, want) {
 			t.Errorf("report lacks %q", want)
 		}
+	}
+	if strings.Contains(md, "| 1 | 0 |") {
+		t.Error("a floor row for a point without a floor measurement")
 	}
 	if strings.Contains(md, "causes[\"sasldb\"]") {
 		t.Error("a cause place for sasldb, whose goals are met and which has no text")

@@ -1,0 +1,95 @@
+package main
+
+import (
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"syscall"
+	"time"
+
+	"github.com/saslgate/saslgate/protocol"
+)
+
+// The floor is a calibration for the cache scenarios: a Go server that
+// reads a request with saslgate's protocol package, answers OK and closes,
+// one goroutine per connection, and does nothing else (no policy, no
+// cache, no mechanism, no deadlines, no drain). Measured with the same
+// load generator beside the two daemons, it is the most a goroutine-per-
+// connection Go daemon can serve on this machine; when even it is under a
+// goal, the gap is not saslgate's own work.
+
+// Arguments that make benchcmp the floor server instead.
+const (
+	floorArg      = "-floor-server" // DIR: start the floor detached, as a daemon does
+	floorChildArg = "-floor-child"  // DIR: be the floor
+)
+
+// floorMain runs the floor modes; ok is false for any other arguments.
+func floorMain(args []string) (code int, ok bool) {
+	if len(args) != 2 || (args[0] != floorArg && args[0] != floorChildArg) {
+		return 0, false
+	}
+	dir := args[1]
+	if args[0] == floorArg {
+		return floorStart(dir), true
+	}
+	if err := floorServe(dir); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1, true
+	}
+	return 0, true
+}
+
+// floorStart starts the floor in a session of its own and returns once it
+// has written its pid, as saslauthd's parent does.
+func floorStart(dir string) int {
+	self, err := os.Executable()
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	cmd := exec.Command(self, floorChildArg, dir)
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
+	if err := cmd.Start(); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
+		if readPid(dir) == cmd.Process.Pid {
+			return 0
+		}
+	}
+	_ = cmd.Process.Kill()
+	fmt.Fprintln(os.Stderr, "benchcmp: the floor server did not start")
+	return 1
+}
+
+func floorServe(dir string) error {
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return err
+	}
+	sock := filepath.Join(dir, "mux")
+	_ = os.Remove(sock)
+	ln, err := net.Listen("unix", sock)
+	if err != nil {
+		return err
+	}
+	if err := os.WriteFile(filepath.Join(dir, "saslauthd.pid"), []byte(strconv.Itoa(os.Getpid())+"\n"), 0o644); err != nil {
+		return err
+	}
+	for {
+		c, err := ln.Accept()
+		if err != nil {
+			return err
+		}
+		go func() {
+			defer c.Close()
+			if _, err := protocol.NewReader(c).ReadRequest(); err == nil {
+				_ = protocol.WriteReply(c, "OK")
+			}
+		}()
+	}
+}
