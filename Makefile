@@ -128,7 +128,7 @@ $(NFPM):
 	GOBIN=$(abspath $(@D))/nfpm-build $(GO) install github.com/goreleaser/nfpm/v2/cmd/nfpm@$(NFPM_VERSION)
 	mv $(@D)/nfpm-build/nfpm $@ && rmdir $(@D)/nfpm-build
 
-# soak runs the daemon for SOAKTIME (default 5m; 30s is a smoke test) with
+# soak runs the daemon for SOAKTIME (default 5m; 45s is a smoke test) with
 # good clients looping while it faces 2,000 hostile connections, Dovecot
 # and a PAM module failing, SIGHUP and then SIGTERM under load; it rewrites
 # SOAK.md and SOAK.svg and fails when a goal is missed. Root; loopback and

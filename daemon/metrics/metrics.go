@@ -90,6 +90,7 @@ type collector struct {
 	cacheStale, cacheBypassed, cacheEvictions, pamRestarts    *prometheus.Desc
 	goroutines, threads, goInfo, heapAlloc, heapInuse         *prometheus.Desc
 	heapObjects, sysBytes, gcCycles, maxprocs                 *prometheus.Desc
+	stackInuse, nextGC, heapReleased                          *prometheus.Desc
 }
 
 func newCollector(src Source) *collector {
@@ -118,15 +119,18 @@ func newCollector(src Source) *collector {
 		cacheEvictions: d("cache_evictions_total", "Entries evicted to make room (least recently used)."),
 		pamRestarts:    d("pam_worker_restarts_total", "PAM worker processes killed or found dead and replaced, by reason.", "reason"),
 		// the Go runtime of the daemon, under client_golang's names
-		goroutines:  g("go_goroutines", "Number of goroutines that currently exist."),
-		threads:     g("go_threads", "Number of OS threads created."),
-		goInfo:      g("go_info", "Information about the Go environment.", "version"),
-		heapAlloc:   g("go_memstats_alloc_bytes", "Number of bytes allocated in heap and currently in use."),
-		heapInuse:   g("go_memstats_heap_inuse_bytes", "Number of heap bytes that are in use."),
-		heapObjects: g("go_memstats_heap_objects", "Number of currently allocated objects."),
-		sysBytes:    g("go_memstats_sys_bytes", "Number of bytes obtained from system."),
-		gcCycles:    g("go_gc_cycles_total", "Number of completed GC cycles."),
-		maxprocs:    g("go_sched_gomaxprocs_threads", "The current runtime.GOMAXPROCS setting."),
+		goroutines:   g("go_goroutines", "Number of goroutines that currently exist."),
+		threads:      g("go_threads", "Number of OS threads created."),
+		goInfo:       g("go_info", "Information about the Go environment.", "version"),
+		heapAlloc:    g("go_memstats_alloc_bytes", "Number of bytes allocated in heap and currently in use."),
+		heapInuse:    g("go_memstats_heap_inuse_bytes", "Number of heap bytes that are in use."),
+		heapObjects:  g("go_memstats_heap_objects", "Number of currently allocated objects."),
+		sysBytes:     g("go_memstats_sys_bytes", "Number of bytes obtained from system."),
+		gcCycles:     g("go_gc_cycles_total", "Number of completed GC cycles."),
+		maxprocs:     g("go_sched_gomaxprocs_threads", "The current runtime.GOMAXPROCS setting."),
+		stackInuse:   g("go_memstats_stack_inuse_bytes", "Number of bytes obtained from system for stack allocator."),
+		nextGC:       g("go_memstats_next_gc_bytes", "Number of heap bytes when next garbage collection will take place."),
+		heapReleased: g("go_memstats_heap_released_bytes", "Number of heap bytes released to OS."),
 	}
 }
 
@@ -134,7 +138,7 @@ func (c *collector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{c.reqs, c.dur, c.replies, c.connErrs, c.throttled, c.delay, c.buildInfo,
 		c.openConns, c.mechCalls, c.cacheEntries, c.cacheHits, c.cacheMisses, c.cacheStale, c.cacheBypassed,
 		c.cacheEvictions, c.pamRestarts, c.goroutines, c.threads, c.goInfo, c.heapAlloc, c.heapInuse,
-		c.heapObjects, c.sysBytes, c.gcCycles, c.maxprocs} {
+		c.heapObjects, c.sysBytes, c.gcCycles, c.maxprocs, c.stackInuse, c.nextGC, c.heapReleased} {
 		ch <- d
 	}
 }
@@ -198,4 +202,7 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 	gauge(c.sysBytes, float64(rt.SysBytes))
 	counter(c.gcCycles, float64(rt.GCCycles))
 	gauge(c.maxprocs, float64(rt.GOMAXPROCS))
+	gauge(c.stackInuse, float64(rt.StackInuse))
+	gauge(c.nextGC, float64(rt.NextGC))
+	gauge(c.heapReleased, float64(rt.HeapReleased))
 }

@@ -172,6 +172,9 @@ type RuntimeSnapshot struct {
 	HeapInuseBytes uint64 `json:"heap_inuse_bytes"`
 	HeapObjects    uint64 `json:"heap_objects"`
 	SysBytes       uint64 `json:"sys_bytes"`
+	StackInuse     uint64 `json:"stack_inuse_bytes"`
+	NextGC         uint64 `json:"next_gc_bytes"`
+	HeapReleased   uint64 `json:"heap_released_bytes"`
 	GCCycles       uint32 `json:"gc_cycles"`
 }
 
@@ -215,7 +218,7 @@ func (st *Stats) Snapshot() Snapshot {
 	snap.Runtime = RuntimeSnapshot{
 		Goroutines: runtime.NumGoroutine(), Threads: threads, GOMAXPROCS: runtime.GOMAXPROCS(0),
 		HeapAllocBytes: ms.HeapAlloc, HeapInuseBytes: ms.HeapInuse, HeapObjects: ms.HeapObjects,
-		SysBytes: ms.Sys, GCCycles: ms.NumGC,
+		SysBytes: ms.Sys, StackInuse: ms.StackInuse, NextGC: ms.NextGC, HeapReleased: ms.HeapReleased, GCCycles: ms.NumGC,
 	}
 	return snap
 }

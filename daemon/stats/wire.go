@@ -30,8 +30,8 @@ func (st *Stats) Serve(ctx context.Context, c net.Conn) error {
 	stop := context.AfterFunc(ctx, func() { _ = c.SetDeadline(time.Now()) })
 	defer stop()
 	var b [1]byte
+	// no read deadline: scrapes may be minutes apart; ctx's end sets one
 	for {
-		_ = c.SetReadDeadline(time.Time{}) // scrapes may be minutes apart
 		if _, err := io.ReadFull(c, b[:]); err != nil {
 			if errors.Is(err, io.EOF) || ctx.Err() != nil {
 				return nil

@@ -39,6 +39,7 @@ import (
 // killed and old configurations closed after SIGHUP before it settles.
 type plan struct {
 	total, quiet, main, settle, final time.Duration
+	rest                              time.Duration // before each baseline
 	procs, conns                      int
 	readTimeout, drainTimeout         time.Duration
 	requestTimeout                    time.Duration
@@ -56,28 +57,42 @@ type plan struct {
 // runs while the daemon settles: about 100 requests a second.
 const trickle = 10 * time.Millisecond
 
-// overhead is the time outside the main, settle and final phases: start-up
-// sample, warm-up, quiet reference, baseline, opening the connections.
-const overhead = 14 * time.Second
+// overhead is the time outside the main, settle and final phases and the
+// rest before the baseline: start-up sample, warm-up, quiet reference,
+// opening the connections.
+const overhead = 12 * time.Second
+
+// The quiet after which the daemon counts as idle, before each baseline:
+// it ends idle connection goroutines after 5 s and hands its heap back
+// after a full idle interval of 10 s. A smoke test, whose memory is not
+// judged, rests only for the goroutines.
+const (
+	idleRest      = 25 * time.Second
+	idleRestSmoke = 6 * time.Second
+)
 
 func newPlan(total time.Duration, conns int) (plan, error) {
 	scale := min(1, total.Seconds()/(5*time.Minute).Seconds())
 	sc := func(d, floor time.Duration) time.Duration {
 		return max(floor, time.Duration(float64(d)*scale).Round(100*time.Millisecond))
 	}
+	rest := idleRestSmoke
+	if total >= fullRun {
+		rest = idleRest
+	}
 	p := plan{
-		total: total, procs: 5, conns: conns,
+		total: total, procs: 5, conns: conns, rest: rest,
 		readTimeout: sc(30*time.Second, 2*time.Second), drainTimeout: sc(30*time.Second, 2*time.Second),
 		requestTimeout: sc(60*time.Second, 4*time.Second),
 		rimapConnect:   sc(5*time.Second, time.Second), rimapCommand: sc(10*time.Second, 2*time.Second),
 		quiet:  min(5*time.Second, max(time.Second, total/50)),
-		settle: max(8*time.Second, total/4).Round(time.Second),
+		settle: max(rest+8*time.Second, total/4).Round(time.Second),
 		final:  max(3*time.Second, total/25).Round(time.Second),
 		grace:  time.Second,
 	}
-	p.main = total - overhead - p.settle - p.final
+	p.main = total - overhead - p.rest - p.settle - p.final
 	if p.main < 5*time.Second {
-		return p, fmt.Errorf("soak: %s is too short: at least %s", total, overhead+p.settle+p.final+5*time.Second)
+		return p, fmt.Errorf("soak: %s is too short: at least %s", total, overhead+p.rest+p.settle+p.final+5*time.Second)
 	}
 	// a NO waits failure_delay (2 s, up to +25 %) plus a penalty (2 s)
 	p.goodTimeout = p.requestTimeout + 15*time.Second
@@ -304,7 +319,7 @@ func (r *run) phases() {
 		Reqs: []protocol.Request{goodRequest(beSasldb), goodRequest(bePAM), goodRequest(beRimap)},
 		Want: []string{"OK", "OK", "OK"}, Timeout: p.goodTimeout})
 	r.event("quiet reference: " + r.quiet.String())
-	time.Sleep(2 * time.Second)
+	time.Sleep(p.rest)
 	r.baseline = r.smp.median3()
 	r.event("baseline taken")
 
@@ -385,11 +400,11 @@ func (r *run) phases() {
 		defer twg.Done()
 		goodLoop(tctx, fx.socket(), beSasldb, p.goodTimeout, trickle, r.rec, false)
 	}()
-	time.Sleep(time.Until(r.t0.Add(r.mainTo + p.settle - 5*time.Second)))
+	time.Sleep(time.Until(r.t0.Add(r.mainTo + p.settle - p.rest - 3*time.Second)))
 	tstop()
 	twg.Wait()
 	r.event("trickle stopped")
-	time.Sleep(2 * time.Second)
+	time.Sleep(p.rest)
 	r.endBase = r.smp.median3()
 	r.event("end baseline taken")
 	if !fx.alive() {

@@ -206,6 +206,10 @@ func TestJudge(t *testing.T) {
 		{"a leaked descriptor", "descriptors", func(res *result) { res.r.endBase.FDs = res.r.baseline.FDs + 3 }},
 		{"leaked goroutines", "goroutines", func(res *result) { res.r.endBase.Goroutines = res.r.baseline.Goroutines + 5 }},
 		{"memory kept", "memory", func(res *result) { res.r.endBase.RSS = res.r.baseline.RSS + 5<<20 }},
+		{"memory kept past the peak's allowance", "memory", func(res *result) {
+			res.r.peak.Goroutines = res.r.baseline.Goroutines + 2000 // 3 KiB each: 5.9 MiB
+			res.r.endBase.RSS = res.r.baseline.RSS + max(res.r.baseline.RSS/4, 4<<20) + 6<<20
+		}},
 		{"memory growing after the load", "no growth", func(res *result) { res.r.atStop.RSS = res.r.endBase.RSS - 2<<20 }},
 		{"an aborted run", "run completed", func(res *result) { res.r.aborted = "the daemon died" }},
 	}
@@ -226,10 +230,22 @@ func TestJudge(t *testing.T) {
 	}
 }
 
+// TestJudgePeakAllowance: memory the runtime keeps after a peak of
+// goroutines is allowed, 3 KiB for each.
+func TestJudgePeakAllowance(t *testing.T) {
+	res := fakeResult(fakeRun())
+	res.r.peak.Goroutines = res.r.baseline.Goroutines + 2000
+	res.r.endBase.RSS = res.r.baseline.RSS + max(res.r.baseline.RSS/4, 4<<20) + 5<<20
+	res.goals = res.judge()
+	if !res.passed() {
+		t.Errorf("5 MiB kept after a peak of 2,000 goroutines missed: %+v", res.goals)
+	}
+}
+
 // TestJudgeShortRun: a smoke test does not judge memory, and says so.
 func TestJudgeShortRun(t *testing.T) {
 	r := fakeRun()
-	r.p, _ = newPlan(30*time.Second, 2000)
+	r.p, _ = newPlan(45*time.Second, 2000)
 	r.endBase.RSS = 50 << 20
 	res := fakeResult(r)
 	if !res.passed() {
@@ -285,7 +301,7 @@ func TestNewPlan(t *testing.T) {
 	if full.readTimeout != 30*s || full.requestTimeout != 60*s || full.rimapCommand != 10*s {
 		t.Errorf("full run bounds: %+v", full)
 	}
-	short, err := newPlan(30*s, 2000)
+	short, err := newPlan(45*s, 2000)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -293,7 +309,7 @@ func TestNewPlan(t *testing.T) {
 		t.Errorf("short run: %+v", short)
 	}
 	for _, p := range []plan{full, short} {
-		if got := overhead + p.main + p.settle + p.final; got != p.total {
+		if got := overhead + p.rest + p.main + p.settle + p.final; got != p.total {
 			t.Errorf("%s: phases add up to %s", p.total, got)
 		}
 		// the old configuration of the last SIGHUP (at 55 % of the main
@@ -302,7 +318,7 @@ func TestNewPlan(t *testing.T) {
 			t.Errorf("%s: settle too short for the last reload", p.total)
 		}
 	}
-	if _, err := newPlan(20*s, 2000); err == nil {
-		t.Error("a 20 s run was accepted")
+	if _, err := newPlan(30*s, 2000); err == nil {
+		t.Error("a 30 s run was accepted")
 	}
 }
