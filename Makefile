@@ -93,7 +93,7 @@ units: build
 # FUZZ_TARGETS: package:target pairs, one native fuzz target per parser.
 FUZZ_TARGETS := ./protocol/:FuzzReadRequest ./protocol/:FuzzReadReply ./protocol/:FuzzParseCheckpassword ./mechs/sasldb/:FuzzParse \
 	./mechs/pam/:FuzzDecode ./mechs/rimap/:FuzzLoginCommand ./mechs/rimap/:FuzzClassify \
-	./daemon/config/:FuzzParse ./daemon/rewrite/:FuzzApply
+	./daemon/config/:FuzzParse ./daemon/rewrite/:FuzzApply ./daemon/stats/:FuzzFetch
 
 fuzz:
 	@set -e; for t in $(FUZZ_TARGETS); do \

@@ -2,7 +2,10 @@ package stats_test
 
 import (
 	"context"
+	"encoding/binary"
+	"encoding/json"
 	"net"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -120,4 +123,36 @@ func TestSnapshotBadPeers(t *testing.T) {
 	if _, err := stats.Fetch(b); err == nil || !strings.Contains(err.Error(), "more than") {
 		t.Errorf("Fetch of an oversize answer: %v", err)
 	}
+}
+
+// FuzzFetch: whatever the other end answers, Fetch returns a snapshot or
+// an error, never panics, and never reads past the length it was given.
+func FuzzFetch(f *testing.F) {
+	st := stats.New("seed")
+	st.Request(events[0])
+	body, _ := json.Marshal(st.Snapshot())
+	f.Add(binary.BigEndian.AppendUint32(nil, uint32(len(body))), body)
+	f.Add([]byte{0, 0, 0, 2}, []byte("{}"))
+	f.Add([]byte{0xff, 0xff, 0xff, 0xff}, []byte("x"))
+	f.Add([]byte{0, 0}, []byte(nil))
+	f.Fuzz(func(t *testing.T, hdr, body []byte) {
+		a, b := net.Pipe()
+		defer a.Close()
+		defer b.Close()
+		go func() {
+			var req [1]byte
+			if _, err := a.Read(req[:]); err != nil {
+				return
+			}
+			_, _ = a.Write(append(slices.Clone(hdr), body...))
+			a.Close()
+		}()
+		snap, err := stats.Fetch(b)
+		if err != nil {
+			return
+		}
+		if len(hdr) < 4 || int(binary.BigEndian.Uint32(hdr)) > len(body) {
+			t.Fatalf("a snapshot from a short answer: %+v", snap)
+		}
+	})
 }
