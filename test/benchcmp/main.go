@@ -47,6 +47,7 @@ type point struct {
 	conc         int
 	cyrus, sgate resultSet
 	floor        resultSet // scenarios with floor set only
+	nocache      resultSet // scenarios with nocacheArgv only
 }
 
 // scenario is one mechanism set-up measured on both daemons.
@@ -57,6 +58,10 @@ type scenario struct {
 	req         protocol.Request
 	slow        bool // crypt-bound: the slow duration and a minimum of requests per measurement
 	floor       bool // the floor server (floor.go) is measured beside the two daemons
+	// nocacheArgv, when set, is saslgate without -c, measured in the same
+	// rounds: the cache's goal compares the two on equal terms (-m DIR is
+	// appended)
+	nocacheArgv []string
 	points      []point
 	err         error // why it was not (fully) measured
 }
@@ -294,11 +299,12 @@ func scenarios(cfg *config, saslgate, db, rimapHost, caFile string) []*scenario 
 			req:       protocol.Request{Login: "bench", Password: benchPass, Service: "smtp"},
 		},
 		{
-			name:      "sasldb-cache",
-			about:     "The same sasldb with `-c`: after the first request every answer is a cache hit.",
-			cyrusArgv: cyrusSasldb(" -c"),
-			sgateArgv: []string{saslgate, "serve", "-a", "sasldb", "-c", "-n", "5", "--sasldb-path", db},
-			req:       protocol.Request{Login: "bench", Password: benchPass, Service: "smtp"},
+			name:        "sasldb-cache",
+			about:       "The same sasldb with `-c`: after the first request every answer is a cache hit.",
+			cyrusArgv:   cyrusSasldb(" -c"),
+			sgateArgv:   []string{saslgate, "serve", "-a", "sasldb", "-c", "-n", "5", "--sasldb-path", db},
+			req:         protocol.Request{Login: "bench", Password: benchPass, Service: "smtp"},
+			nocacheArgv: []string{saslgate, "serve", "-a", "sasldb", "-n", "5", "--sasldb-path", db},
 		},
 		{
 			name: "shadow-yescrypt",
@@ -391,6 +397,15 @@ func (sc *scenario) run(ctx context.Context, cfg *config) error {
 		defer fl.stop()
 		daemons = append(daemons, fl)
 	}
+	if sc.nocacheArgv != nil {
+		dir := filepath.Join(cfg.tmp, "nocache-"+sc.name)
+		nc, err := start("nocache", dir, append(slices.Clone(sc.nocacheArgv), "-m", dir)...)
+		if err != nil {
+			return err
+		}
+		defer nc.stop()
+		daemons = append(daemons, nc)
+	}
 	reqs := []protocol.Request{sc.req}
 	for _, d := range daemons { // each must answer OK before we measure
 		r := load.Run(ctx, load.Spec{Socket: d.socket(), Requests: 4, Reqs: reqs, Want: []string{"OK"}})
@@ -417,6 +432,8 @@ func (sc *scenario) run(ctx context.Context, cfg *config) error {
 					p.cyrus.rounds = append(p.cyrus.rounds, r)
 				case "saslgate":
 					p.sgate.rounds = append(p.sgate.rounds, r)
+				case "nocache":
+					p.nocache.rounds = append(p.nocache.rounds, r)
 				default:
 					p.floor.rounds = append(p.floor.rounds, r)
 				}
@@ -425,6 +442,9 @@ func (sc *scenario) run(ctx context.Context, cfg *config) error {
 		p.cyrus.med, p.sgate.med = median(p.cyrus.rounds), median(p.sgate.rounds)
 		if len(p.floor.rounds) > 0 {
 			p.floor.med = median(p.floor.rounds)
+		}
+		if len(p.nocache.rounds) > 0 {
+			p.nocache.med = median(p.nocache.rounds)
 		}
 		sc.points = append(sc.points, p)
 	}

@@ -413,6 +413,9 @@ func (r *report) writeScenario(b *strings.Builder, sc *scenario) {
 		if sc.floor {
 			r.writeFloor(b, sc)
 		}
+		if sc.nocacheArgv != nil {
+			r.writeNocache(b, sc)
+		}
 	}
 	gs := goals[sc.name]
 	missed := false
@@ -472,6 +475,22 @@ func (r *report) writeFloor(b *strings.Builder, sc *scenario) {
 			continue
 		}
 		fmt.Fprintf(b, "| %d | %.0f | %.2f× | %.2f |\n", p.conc, f, f/max(p.cyrus.med.RPS(), 1), p.sgate.med.RPS()/f)
+	}
+	b.WriteString("\n")
+}
+
+// writeNocache is saslgate without -c, measured in the same rounds, which
+// the cache's goal compares with.
+func (r *report) writeNocache(b *strings.Builder, sc *scenario) {
+	fmt.Fprintf(b, "saslgate without `-c`, measured in the same rounds (%s), against saslgate with it:\n\n",
+		r.cmdline(append(slices.Clone(sc.nocacheArgv), "-m", filepath.Join(r.cfg.tmp, "nocache-"+sc.name))))
+	b.WriteString("| C | without -c req/s | with -c req/s | with ÷ without |\n|---:|---:|---:|---:|\n")
+	for _, p := range sc.points {
+		n := p.nocache.med.RPS()
+		if n == 0 {
+			continue
+		}
+		fmt.Fprintf(b, "| %d | %.0f | %.0f | %.2f× |\n", p.conc, n, p.sgate.med.RPS(), p.sgate.med.RPS()/n)
 	}
 	b.WriteString("\n")
 }

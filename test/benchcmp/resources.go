@@ -106,8 +106,8 @@ type memReport struct {
 	// rested: after the connections closed and the daemon stayed idle
 	// for rest (saslgate hands its heap back after an idle interval)
 	idle, conns, after, rested memSample
-	held               int // idle connections the daemon's socket took
-	refused            string
+	held                       int // idle connections the daemon's socket took
+	refused                    string
 }
 
 // openIdle opens up to n connections to sock that send nothing, as
