@@ -23,19 +23,30 @@ import (
 
 // Arguments that make benchcmp the floor server instead.
 const (
-	floorArg      = "-floor-server" // DIR: start the floor detached, as a daemon does
+	floorArg      = "-floor-server" // -m DIR: start the floor detached, as a daemon does
 	floorChildArg = "-floor-child"  // DIR: be the floor
 )
 
+// floorExtra is the floor as a scenario's extra; none if this executable
+// cannot be found again.
+func floorExtra() []extra {
+	self, err := os.Executable()
+	if err != nil {
+		return nil
+	}
+	return []extra{{extraFloor, []string{self, floorArg}}}
+}
+
 // floorMain runs the floor modes; ok is false for any other arguments.
 func floorMain(args []string) (code int, ok bool) {
-	if len(args) != 2 || (args[0] != floorArg && args[0] != floorChildArg) {
+	switch {
+	case len(args) == 3 && args[0] == floorArg && args[1] == "-m":
+		return floorStart(args[2]), true
+	case len(args) == 2 && args[0] == floorChildArg:
+	default:
 		return 0, false
 	}
 	dir := args[1]
-	if args[0] == floorArg {
-		return floorStart(dir), true
-	}
 	if err := floorServe(dir); err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		return 1, true

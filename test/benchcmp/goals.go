@@ -53,8 +53,8 @@ func p99AtMost(max float64) func(point, peerFunc) verdict {
 // it serves in the other one, at the same concurrency.
 func notSlowerThan(other string) func(point, peerFunc) verdict {
 	return func(p point, peer peerFunc) verdict {
-		without := p.nocache // measured in the same rounds: the fair comparison
-		if len(without.rounds) == 0 {
+		without, ok := p.extra[extraNocache] // measured in the same rounds: the fair comparison
+		if !ok {
 			q, ok := peer(other, p.conc)
 			if !ok {
 				return verdict{detail: other + " not measured"}

@@ -46,8 +46,29 @@ type resultSet struct {
 type point struct {
 	conc         int
 	cyrus, sgate resultSet
-	floor        resultSet // scenarios with floor set only
-	nocache      resultSet // scenarios with nocacheArgv only
+	extra        map[string]resultSet // the scenario's extras, by name
+}
+
+// extra is a daemon measured beside Cyrus and saslgate, in the same
+// rounds, for a comparison on equal terms.
+type extra struct {
+	name string   // extraFloor or extraNocache
+	argv []string // a daemon that detaches; -m DIR is appended
+}
+
+const (
+	extraFloor   = "floor"   // the floor server (floor.go)
+	extraNocache = "nocache" // saslgate without -c, for the cache's goal
+)
+
+// extraArgv is the argv of sc's extra called name, nil if it has none.
+func (sc *scenario) extraArgv(name string) []string {
+	for _, e := range sc.extras {
+		if e.name == name {
+			return e.argv
+		}
+	}
+	return nil
 }
 
 // scenario is one mechanism set-up measured on both daemons.
@@ -57,13 +78,10 @@ type scenario struct {
 	sgateArgv   []string // -m DIR is appended
 	req         protocol.Request
 	slow        bool // crypt-bound: the slow duration and a minimum of requests per measurement
-	floor       bool // the floor server (floor.go) is measured beside the two daemons
-	// nocacheArgv, when set, is saslgate without -c, measured in the same
-	// rounds: the cache's goal compares the two on equal terms (-m DIR is
-	// appended)
-	nocacheArgv []string
-	points      []point
-	err         error // why it was not (fully) measured
+	// extras are more daemons measured in the same rounds as the two
+	extras []extra
+	points []point
+	err    error // why it was not (fully) measured
 }
 
 type config struct {
@@ -299,12 +317,12 @@ func scenarios(cfg *config, saslgate, db, rimapHost, caFile string) []*scenario 
 			req:       protocol.Request{Login: "bench", Password: benchPass, Service: "smtp"},
 		},
 		{
-			name:        "sasldb-cache",
-			about:       "The same sasldb with `-c`: after the first request every answer is a cache hit.",
-			cyrusArgv:   cyrusSasldb(" -c"),
-			sgateArgv:   []string{saslgate, "serve", "-a", "sasldb", "-c", "-n", "5", "--sasldb-path", db},
-			req:         protocol.Request{Login: "bench", Password: benchPass, Service: "smtp"},
-			nocacheArgv: []string{saslgate, "serve", "-a", "sasldb", "-n", "5", "--sasldb-path", db},
+			name:      "sasldb-cache",
+			about:     "The same sasldb with `-c`: after the first request every answer is a cache hit.",
+			cyrusArgv: cyrusSasldb(" -c"),
+			sgateArgv: []string{saslgate, "serve", "-a", "sasldb", "-c", "-n", "5", "--sasldb-path", db},
+			req:       protocol.Request{Login: "bench", Password: benchPass, Service: "smtp"},
+			extras:    []extra{{extraNocache, []string{saslgate, "serve", "-a", "sasldb", "-n", "5", "--sasldb-path", db}}},
 		},
 		{
 			name: "shadow-yescrypt",
@@ -328,7 +346,7 @@ func scenarios(cfg *config, saslgate, db, rimapHost, caFile string) []*scenario 
 			cyrusArgv: []string{"saslauthd", "-a", "shadow", "-c", "-n", "5"},
 			sgateArgv: []string{saslgate, "serve", "-a", "shadow", "-c", "-n", "5"},
 			req:       local(userYescrypt),
-			floor:     true,
+			extras:    floorExtra(),
 		},
 		{
 			name: "pam",
@@ -384,27 +402,14 @@ func (sc *scenario) run(ctx context.Context, cfg *config) error {
 	}
 	defer sg.stop()
 	daemons := []*daemon{cyrus, sg}
-	if sc.floor {
-		self, err := os.Executable()
+	for _, e := range sc.extras {
+		dir := filepath.Join(cfg.tmp, e.name+"-"+sc.name)
+		d, err := start(e.name, dir, append(slices.Clone(e.argv), "-m", dir)...)
 		if err != nil {
 			return err
 		}
-		floorDir := filepath.Join(cfg.tmp, "floor-"+sc.name)
-		fl, err := start("floor", floorDir, self, floorArg, floorDir)
-		if err != nil {
-			return err
-		}
-		defer fl.stop()
-		daemons = append(daemons, fl)
-	}
-	if sc.nocacheArgv != nil {
-		dir := filepath.Join(cfg.tmp, "nocache-"+sc.name)
-		nc, err := start("nocache", dir, append(slices.Clone(sc.nocacheArgv), "-m", dir)...)
-		if err != nil {
-			return err
-		}
-		defer nc.stop()
-		daemons = append(daemons, nc)
+		defer d.stop()
+		daemons = append(daemons, d)
 	}
 	reqs := []protocol.Request{sc.req}
 	for _, d := range daemons { // each must answer OK before we measure
@@ -418,7 +423,7 @@ func (sc *scenario) run(ctx context.Context, cfg *config) error {
 		if sc.slow {
 			spec.Duration, spec.MinRequests = cfg.slowDur, max(cfg.slowMin, cfg.slowPer*c)
 		}
-		p := point{conc: c}
+		p := point{conc: c, extra: map[string]resultSet{}}
 		for i := 0; i < cfg.rounds; i++ {
 			for _, d := range daemons {
 				if ctx.Err() != nil {
@@ -432,19 +437,17 @@ func (sc *scenario) run(ctx context.Context, cfg *config) error {
 					p.cyrus.rounds = append(p.cyrus.rounds, r)
 				case "saslgate":
 					p.sgate.rounds = append(p.sgate.rounds, r)
-				case "nocache":
-					p.nocache.rounds = append(p.nocache.rounds, r)
 				default:
-					p.floor.rounds = append(p.floor.rounds, r)
+					x := p.extra[d.name]
+					x.rounds = append(x.rounds, r)
+					p.extra[d.name] = x
 				}
 			}
 		}
 		p.cyrus.med, p.sgate.med = median(p.cyrus.rounds), median(p.sgate.rounds)
-		if len(p.floor.rounds) > 0 {
-			p.floor.med = median(p.floor.rounds)
-		}
-		if len(p.nocache.rounds) > 0 {
-			p.nocache.med = median(p.nocache.rounds)
+		for name, x := range p.extra {
+			x.med = median(x.rounds)
+			p.extra[name] = x
 		}
 		sc.points = append(sc.points, p)
 	}

@@ -410,10 +410,10 @@ func (r *report) writeScenario(b *strings.Builder, sc *scenario) {
 		}
 		fmt.Fprintf(b, "\n![%s: requests/s against concurrency](%s) ![%s: p99 against concurrency](%s)\n\n",
 			sc.name, r.svgLink(sc.name+"-rps.svg"), sc.name, r.svgLink(sc.name+"-p99.svg"))
-		if sc.floor {
+		if sc.extraArgv(extraFloor) != nil {
 			r.writeFloor(b, sc)
 		}
-		if sc.nocacheArgv != nil {
+		if sc.extraArgv(extraNocache) != nil {
 			r.writeNocache(b, sc)
 		}
 	}
@@ -470,7 +470,7 @@ func (r *report) writeFloor(b *strings.Builder, sc *scenario) {
 		"which runs on the same two cores.\n\n")
 	b.WriteString("| C | floor req/s | floor ÷ Cyrus | saslgate ÷ floor |\n|---:|---:|---:|---:|\n")
 	for _, p := range sc.points {
-		f := p.floor.med.RPS()
+		f := p.extra[extraFloor].med.RPS()
 		if f == 0 {
 			continue
 		}
@@ -483,10 +483,10 @@ func (r *report) writeFloor(b *strings.Builder, sc *scenario) {
 // the cache's goal compares with.
 func (r *report) writeNocache(b *strings.Builder, sc *scenario) {
 	fmt.Fprintf(b, "saslgate without `-c`, measured in the same rounds (%s), against saslgate with it:\n\n",
-		r.cmdline(append(slices.Clone(sc.nocacheArgv), "-m", filepath.Join(r.cfg.tmp, "nocache-"+sc.name))))
+		r.cmdline(append(slices.Clone(sc.extraArgv(extraNocache)), "-m", filepath.Join(r.cfg.tmp, extraNocache+"-"+sc.name))))
 	b.WriteString("| C | without -c req/s | with -c req/s | with ÷ without |\n|---:|---:|---:|---:|\n")
 	for _, p := range sc.points {
-		n := p.nocache.med.RPS()
+		n := p.extra[extraNocache].med.RPS()
 		if n == 0 {
 			continue
 		}

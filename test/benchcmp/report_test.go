@@ -141,13 +141,13 @@ func TestReportWrite(t *testing.T) {
 	pam := &scenario{name: "pam", about: "about pam", cyrusArgv: []string{"saslauthd"}, sgateArgv: []string{"saslgate"}}
 	pam.err = os.ErrNotExist
 	floored := pt(64, 10000, 12000, ms, ms)
-	floored.floor = resultSet{med: res(16000, ms)}
+	floored.extra = map[string]resultSet{extraFloor: {med: res(16000, ms)}}
 	withCache := pt(8, 9000, 11000, ms, ms)
-	withCache.nocache = resultSet{med: res(10000, ms), rounds: []load.Result{res(10000, ms)}}
+	withCache.extra = map[string]resultSet{extraNocache: {med: res(10000, ms), rounds: []load.Result{res(10000, ms)}}}
 	sdbCache := &scenario{name: "sasldb-cache", about: "about the sasldb cache", cyrusArgv: []string{"saslauthd"}, sgateArgv: []string{"saslgate", "-c"},
-		nocacheArgv: []string{"saslgate"}, points: []point{withCache}}
+		extras: []extra{{extraNocache, []string{"saslgate"}}}, points: []point{withCache}}
 	cache := &scenario{name: "shadow-cache", about: "about the cache", cyrusArgv: []string{"saslauthd"}, sgateArgv: []string{"saslgate"},
-		floor: true, points: []point{pt(1, 4000, 3000, ms, ms), floored}}
+		extras: []extra{{extraFloor, []string{"floor"}}}, points: []point{pt(1, 4000, 3000, ms, ms), floored}}
 	cfg := &config{out: filepath.Join(dir, "BENCHMARKS.md"), svgDir: filepath.Join(dir, "docs", "bench"), concs: []int{1, 64},
 		rounds: 1, dur: time.Second, slowDur: time.Second, slowMin: 10, slowPer: 2, conns: 2000, bin: "bin/saslgate", quick: true}
 	r := &report{cfg: cfg, scenarios: []*scenario{sasldb, rimap, pam, cache, sdbCache},
