@@ -1,5 +1,6 @@
 // Package daemon is saslgate's server side: the mux socket and its pid
-// lock, one goroutine per connection with deadlines on every read and write,
+// lock, acceptors that answer each connection on their own thread (a slow
+// client moves to the netpoller), deadlines on every read and write,
 // the -n cap on mechanism calls, -r, the credential cache, logging in
 // saslauthd's format, detaching, signals and shutdown.
 package daemon
@@ -80,7 +81,7 @@ type Server struct {
 	accepted atomic.Uint64 // connections accepted, for the watchdog
 
 	mu        sync.Mutex
-	listeners map[net.Listener]struct{}
+	listeners map[net.Listener]func() // each one's wake-up at Shutdown
 	active    map[net.Conn]*connState
 	closed    bool
 	wg        sync.WaitGroup // connections
@@ -161,7 +162,7 @@ func (s *Server) init() {
 		s.conns = make(chan struct{}, mc)
 		s.handoff = make(chan connJob)
 		s.stopCtx, s.stop = context.WithCancel(context.Background())
-		s.listeners = map[net.Listener]struct{}{}
+		s.listeners = map[net.Listener]func(){}
 		s.active = map[net.Conn]*connState{}
 	})
 }
