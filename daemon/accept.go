@@ -1,12 +1,14 @@
 package daemon
 
 import (
+	"cmp"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
 	"net"
 	"os"
+	"runtime"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -16,14 +18,22 @@ import (
 )
 
 // A UNIX-socket listener is served the way saslauthd's prefork workers
-// serve it: goroutines blocked in accept(2) on the listening descriptor,
-// each answering the connection it took before it accepts again. Through
-// Go's netpoller every connection cost an epoll registration and removal,
-// a wake-up of a parked goroutine, and a hand-off between threads: about
-// two thirds of the CPU of a cache hit, far more than saslgate's own work
-// (the bench's shadow-cache scenario). A client that is slow to send its
-// request would hold such a goroutine's thread, so a connection whose
-// request is not there within rawReadWait moves to the netpoller (rawConn).
+// serve it: a few goroutines blocked in accept(2) on the listening
+// descriptor, each answering the connection it took before it accepts
+// again. Through Go's netpoller every connection cost an epoll
+// registration and removal, a wake-up of a parked goroutine, and a
+// hand-off between threads: about two thirds of the CPU of a cache hit,
+// far more than saslgate's own work (the bench's shadow-cache scenario).
+//
+// The set is kept small on purpose: under load the clients queue in the
+// listen backlog, and an acceptor finds the next connection, with its
+// request already sent, without sleeping; more acceptors would each sleep
+// in accept(2) and be woken per connection. An acceptor that takes longer
+// than releaseAfter over a connection (a mechanism call, a failure delay,
+// a client slow to send) is replaced at once, so a slow request never
+// holds up the ones queued behind it; it leaves when done if the set is
+// full again. A client whose request is not there within rawReadWait
+// moves to the netpoller (rawConn), so it parks a goroutine, not a thread.
 
 // rawReadWait is how long an acceptor waits in poll(2) for request bytes
 // before it hands the connection to the netpoller. libsasl writes the
@@ -31,21 +41,27 @@ import (
 // within it; only a stalled or deliberately slow client pays the move.
 const rawReadWait = 5 * time.Millisecond
 
-// keepBacklogTick is how often an acceptor of an activated socket wakes to
-// see whether Shutdown began: such a socket is systemd's to keep, so it
-// cannot be shut down to wake the accept(2) as an own socket is.
-const keepBacklogTick = 100 * time.Millisecond
+// releaseAfter is how long an acceptor may answer one connection before
+// another takes its place in accept(2): far above a cache hit or a sasldb
+// lookup (a few microseconds), far below a crypt(3) or PAM call.
+const releaseAfter = time.Millisecond
 
-// maxIdleAcceptors bounds the acceptors left waiting in accept(2) after a
-// burst; each holds an OS thread.
-const maxIdleAcceptors = 2
+// acceptTickKeepBacklog is how often an activated socket's acceptors look
+// whether Shutdown began: such a socket is systemd's to keep, so it cannot
+// be shut down to wake the accept(2) as an own socket is.
+const acceptTickKeepBacklog = 100 * time.Millisecond
+
+// acceptors is the size of the set: enough that one is in accept(2) while
+// the others answer, on every core.
+func acceptors() int32 { return int32(max(2, runtime.GOMAXPROCS(0))) }
 
 // rawListener is one listening socket served by acceptors.
 type rawListener struct {
-	s    *Server
-	ln   net.Listener
-	fd   int          // a blocking duplicate of ln's descriptor
-	idle atomic.Int32 // acceptors in accept(2), or on their way to it
+	s      *Server
+	ln     net.Listener
+	fd     int          // a blocking duplicate of ln's descriptor
+	want   int32        // the size of the set
+	active atomic.Int32 // acceptors in the set: not replaced
 
 	mu        sync.Mutex
 	accepting int           // acceptors not answering a connection
@@ -59,7 +75,8 @@ type rawListener struct {
 // acceptor accepts any more. Acceptors still answering a connection then
 // are connections Shutdown waits for, and they exit after it.
 func (s *Server) serveUnix(ul *net.UnixListener) error {
-	rl := &rawListener{s: s, ln: ul, stop: make(chan struct{}), done: make(chan struct{})}
+	rl := &rawListener{s: s, ln: ul, want: cmp.Or(s.acceptors, acceptors()),
+		stop: make(chan struct{}), done: make(chan struct{})}
 	var derr error
 	rc, err := ul.SyscallConn()
 	if err == nil {
@@ -79,19 +96,20 @@ func (s *Server) serveUnix(ul *net.UnixListener) error {
 		return fmt.Errorf("daemon: listener descriptor: %w", err)
 	}
 	if s.KeepBacklog {
-		tv := unix.NsecToTimeval(keepBacklogTick.Nanoseconds())
+		tv := unix.NsecToTimeval(acceptTickKeepBacklog.Nanoseconds())
 		if err := unix.SetsockoptTimeval(rl.fd, unix.SOL_SOCKET, unix.SO_RCVTIMEO, &tv); err != nil {
 			ul.Close()
 			return fmt.Errorf("daemon: listener timeout: %w", err)
 		}
 	}
-
 	if !s.register(ul, rl.wake) {
 		return ErrServerClosed
 	}
 	defer s.unregister(ul)
 
-	rl.spawn()
+	for range rl.want {
+		rl.spawn()
+	}
 	<-rl.done
 	if rl.err != nil {
 		return rl.err
@@ -103,7 +121,7 @@ func (s *Server) serveUnix(ul *net.UnixListener) error {
 // receiving side of an own socket wakes them at once, refuses new
 // connects, and still lets accept(2) take what is queued; an activated
 // socket is left alone and its acceptors see the flag within
-// keepBacklogTick.
+// acceptTickKeepBacklog.
 func (rl *rawListener) wake() {
 	rl.halt(nil)
 }
@@ -131,7 +149,7 @@ func (rl *rawListener) settle() {
 	}
 }
 
-// spawn starts an acceptor, unless stopped.
+// spawn starts an acceptor in the set, unless stopped.
 func (rl *rawListener) spawn() {
 	rl.mu.Lock()
 	defer rl.mu.Unlock()
@@ -139,15 +157,35 @@ func (rl *rawListener) spawn() {
 		return
 	}
 	rl.accepting++
-	// counted as waiting from now: until the goroutine runs, other
-	// acceptors must not take it for missing and start more
-	rl.idle.Add(1)
+	rl.active.Add(1)
 	go rl.accept()
+}
+
+// replace takes a slow acceptor out of the set and starts another in its
+// place.
+func (rl *rawListener) replace() {
+	if rl.active.Add(-1) < rl.want {
+		rl.spawn()
+	}
+}
+
+// rejoin puts a replaced acceptor back into the set if the set is short
+// of one (an acceptor exited); otherwise the acceptor should exit.
+func (rl *rawListener) rejoin() bool {
+	for {
+		n := rl.active.Load()
+		if n >= rl.want {
+			return false
+		}
+		if rl.active.CompareAndSwap(n, n+1) {
+			return true
+		}
+	}
 }
 
 // leave marks an acceptor as no longer accepting: it answers a
 // connection, or exits. fromServe brings it back after an answer, unless
-// it should exit.
+// Shutdown began.
 func (rl *rawListener) leave() {
 	rl.mu.Lock()
 	defer rl.mu.Unlock()
@@ -165,9 +203,9 @@ func (rl *rawListener) fromServe() bool {
 	return true
 }
 
-// exit ends an acceptor on its way to accept(2).
+// exit ends an acceptor of the set on its way to accept(2).
 func (rl *rawListener) exit() {
-	rl.idle.Add(-1)
+	rl.active.Add(-1)
 	rl.leave()
 }
 
@@ -180,13 +218,50 @@ func (rl *rawListener) stopping() bool {
 	}
 }
 
-// accept is one acceptor: it takes a connection slot, accepts, makes sure
-// another acceptor waits while it answers, and answers.
+// slowWatch replaces its acceptor once a connection takes longer than
+// releaseAfter. One per acceptor, re-armed per connection.
+type slowWatch struct {
+	rl       *rawListener
+	t        *time.Timer
+	mu       sync.Mutex
+	armed    bool
+	replaced bool
+}
+
+func (w *slowWatch) fire() {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.armed && !w.replaced {
+		w.replaced = true
+		w.rl.replace()
+	}
+}
+
+func (w *slowWatch) start() {
+	w.mu.Lock()
+	w.armed, w.replaced = true, false
+	w.mu.Unlock()
+	w.t.Reset(releaseAfter)
+}
+
+// end disarms the watch and reports whether the acceptor was replaced.
+func (w *slowWatch) end() bool {
+	w.t.Stop()
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.armed = false
+	return w.replaced
+}
+
+// accept is one acceptor: it takes a connection slot, accepts and answers,
+// and is replaced in accept(2) if the answer is slow.
 func (rl *rawListener) accept() {
 	s := rl.s
+	w := &slowWatch{rl: rl}
+	w.t = time.AfterFunc(time.Hour, w.fire)
+	w.t.Stop()
 	var backoff time.Duration
 	for {
-		// here rl.idle counts this acceptor
 		select {
 		case s.conns <- struct{}{}:
 		case <-rl.stop:
@@ -215,7 +290,7 @@ func (rl *rawListener) accept() {
 				rl.exit()
 				return
 			case errors.Is(err, unix.EAGAIN) || errors.Is(err, unix.EINTR):
-				continue // keepBacklogTick, or a signal
+				continue // acceptTickKeepBacklog, or a signal
 			case isTemporary(err):
 				backoff = min(max(2*backoff, 5*time.Millisecond), time.Second)
 				s.Logger.Error("accept: "+err.Error(), slog.Duration("retry_in", backoff))
@@ -227,16 +302,17 @@ func (rl *rawListener) accept() {
 			return
 		}
 		backoff = 0
-		if rl.idle.Add(-1) == 0 {
-			rl.spawn() // someone must be in accept(2) while this one answers
-		}
 		s.accepted.Add(1)
 		rl.leave()
+		w.start()
 		rl.serve(fd, sa)
-		if rl.idle.Load() >= maxIdleAcceptors || !rl.fromServe() {
-			return // enough wait already, or stopping: give the thread back
+		if w.end() && !rl.rejoin() {
+			return // replaced while slow, and the set is full
 		}
-		rl.idle.Add(1)
+		if !rl.fromServe() {
+			rl.active.Add(-1)
+			return // stopping
+		}
 	}
 }
 

@@ -68,15 +68,16 @@ type Server struct {
 	// error (metrics). Set it before Serve.
 	Observer Observer
 
-	calls    atomic.Int64 // mechanism chains running, for Stats
-	policy   atomic.Pointer[policyState]
-	initOnce sync.Once
-	stopCtx  context.Context // ends at Shutdown: failure delays stop waiting
-	stop     context.CancelFunc
-	inflight chan struct{}
-	conns    chan struct{}
-	handoff  chan connJob  // to idle connection goroutines
-	connIdle time.Duration // 0: connIdle; tests shorten it
+	calls     atomic.Int64 // mechanism chains running, for Stats
+	policy    atomic.Pointer[policyState]
+	initOnce  sync.Once
+	stopCtx   context.Context // ends at Shutdown: failure delays stop waiting
+	stop      context.CancelFunc
+	inflight  chan struct{}
+	conns     chan struct{}
+	handoff   chan connJob  // to idle connection goroutines
+	connIdle  time.Duration // 0: connIdle; tests shorten it
+	acceptors int32         // 0: acceptors(); tests set it
 
 	accepted atomic.Uint64 // connections accepted, for the watchdog
 

@@ -507,8 +507,8 @@ func TestServer_ConnGoroutinesReusedThenGone(t *testing.T) {
 
 // TestServer_AcceptorsAfterBurst: on a UNIX socket, a burst of slow
 // requests gets as many acceptors as it needs (none waits for another's
-// mechanism call), and afterwards at most maxIdleAcceptors stay waiting in
-// accept(2), each holding a thread.
+// mechanism call: each slow one is replaced in accept(2)), and afterwards
+// only the set of acceptors() is left, each holding a thread.
 func TestServer_AcceptorsAfterBurst(t *testing.T) {
 	base := runtime.NumGoroutine()
 	gate := make(chan struct{})
@@ -543,8 +543,8 @@ func TestServer_AcceptorsAfterBurst(t *testing.T) {
 			t.Fatalf("reply %q", got)
 		}
 	}
-	// serveUnix, the waiting acceptors, and one of slack for the exiting
-	want := 1 + maxIdleAcceptors + 1
+	// serveUnix, the set, and one of slack for the exiting
+	want := 1 + int(acceptors()) + 1
 	deadline = time.Now().Add(10 * time.Second)
 	for runtime.NumGoroutine()-base > want {
 		if time.Now().After(deadline) {
