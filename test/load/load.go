@@ -2,17 +2,22 @@
 // opening a fresh connection per request as libsasl does, for a duration or
 // a request count, reporting requests per second and latency percentiles.
 // The bench command and the benchmark scripts use it against saslgate and the
-// real Cyrus saslauthd alike.
+// real Cyrus saslauthd alike. The clients are C threads (engine.c), so that
+// the generator costs about what real clients cost.
 package load
+
+// #include <stdlib.h>
+// #include "engine.h"
+// static void sg_cancel(sg_spec *s) { __atomic_store_n(&s->cancel, 1, __ATOMIC_SEQ_CST); }
+import "C"
 
 import (
 	"context"
 	"fmt"
+	"runtime"
 	"slices"
-	"strings"
-	"sync"
-	"sync/atomic"
 	"time"
+	"unsafe"
 
 	"github.com/saslgate/saslgate/protocol"
 )
@@ -63,7 +68,12 @@ func (r Result) String() string {
 	return s
 }
 
-// Run drives the load and returns what it measured.
+// Run drives the load and returns what it measured. The clients are C
+// threads (engine.c), each doing per request what libsasl does: a new
+// socket, a blocking connect, which waits in the kernel while the daemon's
+// listen backlog is full, the request in one write, blocking reads of the
+// reply, close. A Go client on the netpoller spent more CPU per request
+// than the daemons it measured, on the same cores.
 func Run(ctx context.Context, s Spec) Result {
 	if s.Concurrency < 1 {
 		s.Concurrency = 1
@@ -71,68 +81,84 @@ func Run(ctx context.Context, s Spec) Result {
 	if s.Timeout <= 0 {
 		s.Timeout = 30 * time.Second
 	}
-	if s.Duration > 0 {
-		var cancel context.CancelFunc
-		ctx, cancel = context.WithTimeout(ctx, s.Duration)
-		defer cancel()
+	if len(s.Reqs) == 0 {
+		return Result{FirstError: "load: no requests"}
 	}
-	client := &protocol.Client{Path: s.Socket, Timeout: s.Timeout}
-	var (
-		next      atomic.Int64
-		mu        sync.Mutex
-		lat       []time.Duration
-		errs, bad int
-		firstErr  string
-		wg        sync.WaitGroup
-	)
+	var pin runtime.Pinner
+	defer pin.Unpin()
+	cstr := func(b []byte) *C.char {
+		p := (*C.char)(C.CBytes(b))
+		return p
+	}
+	var frees []unsafe.Pointer
+	defer func() {
+		for _, p := range frees {
+			C.free(p)
+		}
+	}()
+	n := len(s.Reqs)
+	reqs := make([]*C.char, n)
+	reqlens := make([]C.int, n)
+	want := make([]*C.char, n)
+	wantlens := make([]C.int, n)
+	for k, req := range s.Reqs {
+		b, err := protocol.AppendRequest(nil, req)
+		if err != nil {
+			return Result{FirstError: err.Error()}
+		}
+		reqs[k], reqlens[k] = cstr(append(b, 0)), C.int(len(b))
+		w := ""
+		if k < len(s.Want) {
+			w = s.Want[k]
+		}
+		want[k], wantlens[k] = cstr(append([]byte(w), 0)), C.int(len(w))
+		frees = append(frees, unsafe.Pointer(reqs[k]), unsafe.Pointer(want[k]))
+	}
+	path := C.CString(s.Socket)
+	frees = append(frees, unsafe.Pointer(path))
+	spec := (*C.sg_spec)(C.calloc(1, C.sizeof_sg_spec))
+	frees = append(frees, unsafe.Pointer(spec))
+	pin.Pin(&reqs[0])
+	pin.Pin(&reqlens[0])
+	pin.Pin(&want[0])
+	pin.Pin(&wantlens[0])
+	spec.path = path
+	spec.nreq = C.int(n)
+	spec.reqs = &reqs[0]
+	spec.reqlens = &reqlens[0]
+	spec.want = &want[0]
+	spec.wantlens = &wantlens[0]
+	spec.conc = C.int(s.Concurrency)
+	spec.max_requests = C.longlong(s.Requests)
+	spec.min_requests = C.longlong(s.MinRequests)
+	spec.duration_ns = C.longlong(s.Duration)
+	spec.timeout_ms = C.int(max(s.Timeout.Milliseconds(), 1))
+	res := (*[1 << 20]C.sg_result)(C.calloc(C.size_t(s.Concurrency), C.sizeof_sg_result))[:s.Concurrency:s.Concurrency]
+	frees = append(frees, unsafe.Pointer(&res[0]))
+
+	stop := context.AfterFunc(ctx, func() { C.sg_cancel(spec) })
+	defer stop()
 	start := time.Now()
-	for w := 0; w < s.Concurrency; w++ {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			local := make([]time.Duration, 0, 1024)
-			var lerrs, lbad int
-			var lfirst string
-			for {
-				if ctx.Err() != nil && next.Load() >= int64(s.MinRequests) {
-					break
-				}
-				i := next.Add(1) - 1
-				if s.Requests > 0 && i >= int64(s.Requests) {
-					break
-				}
-				k := int(i % int64(len(s.Reqs)))
-				t0 := time.Now()
-				reply, err := client.Do(context.Background(), s.Reqs[k])
-				d := time.Since(t0)
-				switch {
-				case err != nil:
-					if ctx.Err() != nil && s.Duration > 0 && i >= int64(s.MinRequests) {
-						continue // cut off by the end of the run
-					}
-					lerrs++
-					if lfirst == "" {
-						lfirst = err.Error()
-					}
-				case len(s.Want) > k && !strings.HasPrefix(reply, s.Want[k]):
-					lbad++
-					local = append(local, d)
-				default:
-					local = append(local, d)
-				}
+	C.sg_run(spec, &res[0])
+	r := Result{Elapsed: time.Since(start)}
+
+	var lat []time.Duration
+	for t := range res {
+		tr := &res[t]
+		if tr.nlat > 0 {
+			ns := unsafe.Slice((*int64)(unsafe.Pointer(tr.lat)), int(tr.nlat))
+			for _, d := range ns {
+				lat = append(lat, time.Duration(d))
 			}
-			mu.Lock()
-			lat = append(lat, local...)
-			errs += lerrs
-			bad += lbad
-			if firstErr == "" {
-				firstErr = lfirst
-			}
-			mu.Unlock()
-		}()
+		}
+		C.free(unsafe.Pointer(tr.lat))
+		r.Errors += int(tr.errs)
+		r.Mismatches += int(tr.bad)
+		if msg := C.GoString(&tr.first_err[0]); msg != "" && r.FirstError == "" {
+			r.FirstError = msg
+		}
 	}
-	wg.Wait()
-	r := Result{Requests: len(lat), Errors: errs, Mismatches: bad, Elapsed: time.Since(start), FirstError: firstErr}
+	r.Requests = len(lat)
 	if len(lat) > 0 {
 		slices.Sort(lat)
 		pct := func(p float64) time.Duration { return lat[min(len(lat)-1, int(p*float64(len(lat))))] }
