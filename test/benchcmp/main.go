@@ -346,7 +346,7 @@ func scenarios(cfg *config, saslgate, db, rimapHost, caFile string) []*scenario 
 			cyrusArgv: []string{"saslauthd", "-a", "shadow", "-c", "-n", "5"},
 			sgateArgv: []string{saslgate, "serve", "-a", "shadow", "-c", "-n", "5"},
 			req:       local(userYescrypt),
-			extras:    floorExtra(),
+			extras:    floorExtra(""),
 		},
 		{
 			name: "pam",
@@ -363,6 +363,7 @@ func scenarios(cfg *config, saslgate, db, rimapHost, caFile string) []*scenario 
 			cyrusArgv: []string{"saslauthd", "-a", "rimap", "-O", rimapHost, "-n", "5"},
 			sgateArgv: []string{saslgate, "serve", "-a", "rimap", "-O", rimapHost, "-n", "5"},
 			req:       protocol.Request{Login: "bench", Password: benchPass, Service: "imap"},
+			extras:    floorExtra(strings.Replace(rimapHost, "/", ":", 1)),
 		},
 		{
 			name:      "rimap-starttls",

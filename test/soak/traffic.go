@@ -358,6 +358,8 @@ func (h *hostile) garbage(c net.Conn) {
 	_ = c.(*net.UnixConn).CloseWrite()
 	reply, err := protocol.ReadReply(c)
 	switch {
+	case errors.Is(err, net.ErrClosed):
+		// the phase ended: run closed the connection under the exchange
 	case err != nil && (want == "" || want == "OK"):
 		// the daemon closes after 64 KiB of drain; the reset may beat
 		// the reply to the reader
