@@ -138,6 +138,11 @@ func (rl *rawListener) halt(err error) {
 	close(rl.stop)
 	if !rl.s.KeepBacklog {
 		_ = unix.Shutdown(rl.fd, unix.SHUT_RD)
+		// One more acceptor, to drain the backlog even when every other
+		// one is answering a connection right now.
+		rl.accepting++
+		rl.active.Add(1)
+		go rl.accept()
 	}
 	rl.settle()
 }
@@ -284,7 +289,7 @@ func (rl *rawListener) accept() {
 				// After the receiving side is shut down accept(2) still
 				// returns what is queued, then EINVAL; an activated
 				// socket's queue is the next instance's.
-				if !s.KeepBacklog && !errors.Is(err, unix.EINVAL) {
+				if !s.KeepBacklog && (errors.Is(err, unix.ECONNABORTED) || errors.Is(err, unix.EINTR)) {
 					continue
 				}
 				rl.exit()
@@ -303,6 +308,14 @@ func (rl *rawListener) accept() {
 		}
 		backoff = 0
 		s.accepted.Add(1)
+		if rl.stopping() {
+			// Shutdown began: this loop drains the backlog (accept(2)
+			// ends it with EINVAL) and stays counted as accepting until
+			// then, since closing the listener resets whatever is still
+			// queued; each connection is answered on its own goroutine.
+			go rl.serve(fd, sa)
+			continue
+		}
 		rl.leave()
 		w.start()
 		rl.serve(fd, sa)
