@@ -37,22 +37,21 @@ const shutdownReadGrace = time.Second
 // after Shutdown, or the listener's permanent error.
 func (s *Server) Serve(ln net.Listener) error {
 	s.init()
-	if ul, ok := ln.(*net.UnixListener); ok {
-		return s.serveUnix(ul)
-	}
-	wake := func() {
-		// Wake the Accept: with a deadline it returns and the Serve loop
-		// takes what is left in the backlog; otherwise close it.
-		if dl, ok := ln.(interface{ SetDeadline(time.Time) error }); ok {
-			_ = dl.SetDeadline(time.Now())
-		} else {
-			ln.Close()
-		}
-	}
-	if !s.register(ln, wake) {
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
 		return ErrServerClosed
 	}
-	defer s.unregister(ln)
+	s.listeners[ln] = struct{}{}
+	s.serving.Add(1)
+	s.mu.Unlock()
+	defer s.serving.Done()
+	defer func() {
+		s.mu.Lock()
+		delete(s.listeners, ln)
+		s.mu.Unlock()
+		ln.Close()
+	}()
 
 	var backoff time.Duration
 	for {
@@ -80,29 +79,6 @@ func (s *Server) Serve(ln net.Listener) error {
 		s.accepted.Add(1)
 		s.start(conn)
 	}
-}
-
-// register adds ln to the listeners Shutdown wakes and counts its Serve
-// loop; on a closed server it closes ln and reports false.
-func (s *Server) register(ln net.Listener, wake func()) bool {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.closed {
-		ln.Close()
-		return false
-	}
-	s.listeners[ln] = wake
-	s.serving.Add(1)
-	return true
-}
-
-// unregister ends what register began.
-func (s *Server) unregister(ln net.Listener) {
-	s.mu.Lock()
-	delete(s.listeners, ln)
-	s.mu.Unlock()
-	ln.Close()
-	s.serving.Done()
 }
 
 // Accepted counts the connections accepted so far: the watchdog's evidence
@@ -150,23 +126,17 @@ func (s *Server) isClosed() bool {
 // copying for every request, which perf showed as a tenth of a cache hit's
 // CPU.
 func (s *Server) start(conn net.Conn) {
-	job := s.track(conn)
-	select {
-	case s.handoff <- job:
-	default:
-		go s.connWorker(job)
-	}
-}
-
-// track registers conn as open, for Shutdown, and makes its job.
-func (s *Server) track(conn net.Conn) connJob {
 	job := connJob{conn: conn, st: &connState{}}
 	s.mu.Lock()
 	s.active[conn] = job.st
 	s.wg.Add(1)
 	job.closing = s.closed
 	s.mu.Unlock()
-	return job
+	select {
+	case s.handoff <- job:
+	default:
+		go s.connWorker(job)
+	}
 }
 
 type connJob struct {
@@ -215,8 +185,14 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	s.stop() // failure delays answer now
 	s.mu.Lock()
 	s.closed = true
-	for _, wake := range s.listeners {
-		wake()
+	for ln := range s.listeners {
+		// Wake the Accept: with a deadline it returns and the Serve loop
+		// takes what is left in the backlog; otherwise close it.
+		if dl, ok := ln.(interface{ SetDeadline(time.Time) error }); ok {
+			_ = dl.SetDeadline(time.Now())
+		} else {
+			ln.Close()
+		}
 	}
 	s.mu.Unlock()
 	s.serving.Wait()
@@ -240,11 +216,7 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	case <-ctx.Done():
 		s.mu.Lock()
 		for c := range s.active {
-			if rc, ok := c.(*rawConn); ok {
-				rc.abort() // its goroutine closes the descriptor
-			} else {
-				c.Close()
-			}
+			c.Close()
 		}
 		s.mu.Unlock()
 		<-done

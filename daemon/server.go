@@ -1,6 +1,5 @@
 // Package daemon is saslgate's server side: the mux socket and its pid
-// lock, acceptors that answer each connection on their own thread (a slow
-// client moves to the netpoller), deadlines on every read and write,
+// lock, one goroutine per connection with deadlines on every read and write,
 // the -n cap on mechanism calls, -r, the credential cache, logging in
 // saslauthd's format, detaching, signals and shutdown.
 package daemon
@@ -68,21 +67,20 @@ type Server struct {
 	// error (metrics). Set it before Serve.
 	Observer Observer
 
-	calls     atomic.Int64 // mechanism chains running, for Stats
-	policy    atomic.Pointer[policyState]
-	initOnce  sync.Once
-	stopCtx   context.Context // ends at Shutdown: failure delays stop waiting
-	stop      context.CancelFunc
-	inflight  chan struct{}
-	conns     chan struct{}
-	handoff   chan connJob  // to idle connection goroutines
-	connIdle  time.Duration // 0: connIdle; tests shorten it
-	acceptors int32         // 0: acceptors(); tests set it
+	calls    atomic.Int64 // mechanism chains running, for Stats
+	policy   atomic.Pointer[policyState]
+	initOnce sync.Once
+	stopCtx  context.Context // ends at Shutdown: failure delays stop waiting
+	stop     context.CancelFunc
+	inflight chan struct{}
+	conns    chan struct{}
+	handoff  chan connJob  // to idle connection goroutines
+	connIdle time.Duration // 0: connIdle; tests shorten it
 
 	accepted atomic.Uint64 // connections accepted, for the watchdog
 
 	mu        sync.Mutex
-	listeners map[net.Listener]func() // each one's wake-up at Shutdown
+	listeners map[net.Listener]struct{}
 	active    map[net.Conn]*connState
 	closed    bool
 	wg        sync.WaitGroup // connections
@@ -163,7 +161,7 @@ func (s *Server) init() {
 		s.conns = make(chan struct{}, mc)
 		s.handoff = make(chan connJob)
 		s.stopCtx, s.stop = context.WithCancel(context.Background())
-		s.listeners = map[net.Listener]func(){}
+		s.listeners = map[net.Listener]struct{}{}
 		s.active = map[net.Conn]*connState{}
 	})
 }
