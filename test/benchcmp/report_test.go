@@ -155,6 +155,10 @@ func TestReportWrite(t *testing.T) {
 		startups: map[string][]startup{"saslgate": {{answer: 20 * ms, ready: 15 * ms}}, "cyrus": {{answer: 12 * ms}}}}
 	old := causes["rimap"]
 	causes["rimap"] = "each OK costs a connection"
+	if note, ok := causes["sasldb"]; ok { // the fixture's sasldb meets its goals and has no text
+		delete(causes, "sasldb")
+		defer func() { causes["sasldb"] = note }()
+	}
 	defer func() {
 		if old == "" {
 			delete(causes, "rimap")
