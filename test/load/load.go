@@ -86,10 +86,6 @@ func Run(ctx context.Context, s Spec) Result {
 	}
 	var pin runtime.Pinner
 	defer pin.Unpin()
-	cstr := func(b []byte) *C.char {
-		p := (*C.char)(C.CBytes(b))
-		return p
-	}
 	var frees []unsafe.Pointer
 	defer func() {
 		for _, p := range frees {
@@ -106,12 +102,13 @@ func Run(ctx context.Context, s Spec) Result {
 		if err != nil {
 			return Result{FirstError: err.Error()}
 		}
-		reqs[k], reqlens[k] = cstr(append(b, 0)), C.int(len(b))
+		// lengths go with them: no NUL terminators needed
+		reqs[k], reqlens[k] = (*C.char)(C.CBytes(b)), C.int(len(b))
 		w := ""
 		if k < len(s.Want) {
 			w = s.Want[k]
 		}
-		want[k], wantlens[k] = cstr(append([]byte(w), 0)), C.int(len(w))
+		want[k], wantlens[k] = (*C.char)(C.CBytes([]byte(w))), C.int(len(w))
 		frees = append(frees, unsafe.Pointer(reqs[k]), unsafe.Pointer(want[k]))
 	}
 	path := C.CString(s.Socket)
@@ -133,14 +130,17 @@ func Run(ctx context.Context, s Spec) Result {
 	spec.min_requests = C.longlong(s.MinRequests)
 	spec.duration_ns = C.longlong(s.Duration)
 	spec.timeout_ms = C.int(max(s.Timeout.Milliseconds(), 1))
-	res := (*[1 << 20]C.sg_result)(C.calloc(C.size_t(s.Concurrency), C.sizeof_sg_result))[:s.Concurrency:s.Concurrency]
+	res := unsafe.Slice((*C.sg_result)(C.calloc(C.size_t(s.Concurrency), C.sizeof_sg_result)), s.Concurrency)
 	frees = append(frees, unsafe.Pointer(&res[0]))
 
 	stop := context.AfterFunc(ctx, func() { C.sg_cancel(spec) })
 	defer stop()
 	start := time.Now()
-	C.sg_run(spec, &res[0])
+	rc := C.sg_run(spec, &res[0])
 	r := Result{Elapsed: time.Since(start)}
+	if rc != 0 { // fewer clients than asked for ran: the run does not count
+		r.Errors++
+	}
 
 	var lat []time.Duration
 	for t := range res {
