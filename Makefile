@@ -91,7 +91,7 @@ units: build
 	echo "units: saslgate.socket, saslgate.service and saslgate.tmpfiles check out"
 
 # FUZZ_TARGETS: package:target pairs, one native fuzz target per parser.
-FUZZ_TARGETS := ./protocol/:FuzzReadRequest ./protocol/:FuzzReadReply ./protocol/:FuzzParseCheckpassword ./mechs/sasldb/:FuzzParse \
+FUZZ_TARGETS := ./protocol/:FuzzReadRequest ./protocol/:FuzzReady ./protocol/:FuzzReadReply ./protocol/:FuzzParseCheckpassword ./mechs/sasldb/:FuzzParse \
 	./mechs/pam/:FuzzDecode ./mechs/rimap/:FuzzLoginCommand ./mechs/rimap/:FuzzClassify \
 	./daemon/config/:FuzzParse ./daemon/rewrite/:FuzzApply ./daemon/stats/:FuzzFetch
 

@@ -337,10 +337,8 @@ func (c *Cache) lookupLocked(k cacheKeys, gen uint64, now time.Time) (mechs.Resu
 		c.removeLocked(e) // stale for good: generations do not come back
 		return mechs.Result{}, CacheMiss, false
 	}
-	if e.pos.set && now.Sub(e.pos.at) < c.ttl && hmac.Equal(e.pos.mac[:], k.mac[:]) {
-		c.touchLocked(e)
-		c.stats.hits.Add(1)
-		return mechs.Result{Verdict: mechs.Accept, Reply: "OK", Reason: ReasonCached, By: e.pos.by}, CacheHit, true
+	if res, ok := c.posHitLocked(e, k, now); ok {
+		return res, CacheHit, true
 	}
 	for _, n := range e.negs {
 		if now.Sub(n.at) < c.negTTL && hmac.Equal(n.mac[:], k.mac[:]) {
@@ -351,6 +349,35 @@ func (c *Cache) lookupLocked(k cacheKeys, gen uint64, now time.Time) (mechs.Resu
 	}
 	c.pruneLocked(e, now)
 	return mechs.Result{}, CacheMiss, false
+}
+
+// posHitLocked answers from e's positive mark, if live and for k's
+// password.
+func (c *Cache) posHitLocked(e *entry, k cacheKeys, now time.Time) (mechs.Result, bool) {
+	if !e.pos.set || now.Sub(e.pos.at) >= c.ttl || !hmac.Equal(e.pos.mac[:], k.mac[:]) {
+		return mechs.Result{}, false
+	}
+	c.touchLocked(e)
+	c.stats.hits.Add(1)
+	return mechs.Result{Verdict: mechs.Accept, Reply: "OK", Reason: ReasonCached, By: e.pos.by}, true
+}
+
+// Hit answers req as Do would from a live positive entry of generation
+// gen, and only from one: the answer that needs no back end, no wait and
+// no failure delay. When it reports false it has changed nothing, and Do
+// is the way on.
+func (c *Cache) Hit(req mechs.Request, gen uint64) (mechs.Result, bool) {
+	if c == nil || gen == mechs.GenUnknown {
+		return mechs.Result{}, false
+	}
+	k := c.keysOf(req)
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	e := c.ents[k.id]
+	if e == nil || e.gen != gen {
+		return mechs.Result{}, false
+	}
+	return c.posHitLocked(e, k, c.now())
 }
 
 // settleLocked records the back end's answer and returns what the client

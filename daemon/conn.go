@@ -37,21 +37,22 @@ const shutdownReadGrace = time.Second
 // after Shutdown, or the listener's permanent error.
 func (s *Server) Serve(ln net.Listener) error {
 	s.init()
-	s.mu.Lock()
-	if s.closed {
-		s.mu.Unlock()
+	if ul, ok := ln.(*net.UnixListener); ok {
+		return s.serveUnix(ul)
+	}
+	wake := func() {
+		// Wake the Accept: with a deadline it returns and the Serve loop
+		// takes what is left in the backlog; otherwise close it.
+		if dl, ok := ln.(interface{ SetDeadline(time.Time) error }); ok {
+			_ = dl.SetDeadline(time.Now())
+		} else {
+			ln.Close()
+		}
+	}
+	if !s.register(ln, wake) {
 		return ErrServerClosed
 	}
-	s.listeners[ln] = struct{}{}
-	s.serving.Add(1)
-	s.mu.Unlock()
-	defer s.serving.Done()
-	defer func() {
-		s.mu.Lock()
-		delete(s.listeners, ln)
-		s.mu.Unlock()
-		ln.Close()
-	}()
+	defer s.unregister(ln)
 
 	var backoff time.Duration
 	for {
@@ -79,6 +80,29 @@ func (s *Server) Serve(ln net.Listener) error {
 		s.accepted.Add(1)
 		s.start(conn)
 	}
+}
+
+// register adds ln to the listeners Shutdown wakes and counts its Serve
+// loop; on a closed server it closes ln and reports false.
+func (s *Server) register(ln net.Listener, wake func()) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		ln.Close()
+		return false
+	}
+	s.listeners[ln] = wake
+	s.serving.Add(1)
+	return true
+}
+
+// unregister ends what register began.
+func (s *Server) unregister(ln net.Listener) {
+	s.mu.Lock()
+	delete(s.listeners, ln)
+	s.mu.Unlock()
+	ln.Close()
+	s.serving.Done()
 }
 
 // Accepted counts the connections accepted so far: the watchdog's evidence
@@ -126,12 +150,11 @@ func (s *Server) isClosed() bool {
 // copying for every request, which perf showed as a tenth of a cache hit's
 // CPU.
 func (s *Server) start(conn net.Conn) {
-	job := connJob{conn: conn, st: &connState{}}
-	s.mu.Lock()
-	s.active[conn] = job.st
-	s.wg.Add(1)
-	job.closing = s.closed
-	s.mu.Unlock()
+	s.dispatch(s.track(conn))
+}
+
+// dispatch gives job to an idle connection goroutine, or starts one.
+func (s *Server) dispatch(job connJob) {
 	select {
 	case s.handoff <- job:
 	default:
@@ -139,11 +162,38 @@ func (s *Server) start(conn net.Conn) {
 	}
 }
 
+// track registers conn as open, for Shutdown, and makes its job.
+func (s *Server) track(conn net.Conn) connJob {
+	job := connJob{conn: conn, st: &connState{}}
+	s.mu.Lock()
+	s.active[conn] = job.st
+	s.wg.Add(1)
+	job.closing = s.closed
+	s.mu.Unlock()
+	return job
+}
+
+// connJob is a connection and how far it is served. An acceptor that
+// hands a connection on part-way leaves here what it did.
 type connJob struct {
 	conn    net.Conn
 	st      *connState
 	closing bool
+
+	queued []byte           // request bytes already read from conn
+	rd     *protocol.Reader // set once the request is read
+	req    protocol.Request
+	reqErr error
+	stage  connStage
 }
+
+type connStage uint8
+
+const (
+	stageRead connStage = iota
+	stageAnswer
+	stageDrain
+)
 
 // connIdle is how long a connection goroutine waits for another connection
 // before it exits: long enough to live through a lull in a busy server,
@@ -166,14 +216,41 @@ func (s *Server) connWorker(job connJob) {
 }
 
 func (s *Server) serveJob(job connJob) {
-	defer func() { <-s.conns }()
+	s.runJob(&job, false)
+}
+
+// runJob serves job on this goroutine to the end: reply, close, slot given
+// back. On an acceptor (onAcceptor), whatever would wait goes on to a
+// connection goroutine instead, which then owns the connection.
+func (s *Server) runJob(job *connJob, onAcceptor bool) (handed bool) {
 	defer func() {
+		if handed {
+			return
+		}
+		<-s.conns
 		s.mu.Lock()
 		delete(s.active, job.conn)
 		s.mu.Unlock()
 		s.wg.Done()
 	}()
-	s.serveConn(job.conn, job.st, job.closing)
+	defer func() {
+		if !handed {
+			job.conn.Close()
+		}
+	}()
+	defer func() {
+		if p := recover(); p != nil {
+			s.Logger.Error(fmt.Sprintf("panic serving a connection: %v", p), slog.String("stack", string(debug.Stack())))
+			s.connError(ConnPanic)
+		}
+	}()
+	if s.serveConn(job, onAcceptor) {
+		handed = true
+		s.dispatch(*job)
+	} else if onAcceptor {
+		s.byAcceptor.Add(1) // before the close: a test's client sees it at EOF
+	}
+	return handed
 }
 
 // Shutdown stops accepting, serves the clients already waiting in the
@@ -185,14 +262,8 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	s.stop() // failure delays answer now
 	s.mu.Lock()
 	s.closed = true
-	for ln := range s.listeners {
-		// Wake the Accept: with a deadline it returns and the Serve loop
-		// takes what is left in the backlog; otherwise close it.
-		if dl, ok := ln.(interface{ SetDeadline(time.Time) error }); ok {
-			_ = dl.SetDeadline(time.Now())
-		} else {
-			ln.Close()
-		}
+	for _, wake := range s.listeners {
+		wake()
 	}
 	s.mu.Unlock()
 	s.serving.Wait()
@@ -216,7 +287,11 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	case <-ctx.Done():
 		s.mu.Lock()
 		for c := range s.active {
-			c.Close()
+			if rc, ok := c.(*rawConn); ok {
+				rc.abort() // its goroutine closes the descriptor
+			} else {
+				c.Close()
+			}
 		}
 		s.mu.Unlock()
 		<-done
@@ -225,92 +300,122 @@ func (s *Server) Shutdown(ctx context.Context) error {
 }
 
 // serveConn handles one connection: read one request, answer, half-close,
-// drain, close (saslauthd's ipc_unix.c order). closing is set for the
-// connections taken from the backlog after Shutdown began.
-func (s *Server) serveConn(conn net.Conn, st *connState, closing bool) {
-	defer conn.Close()
-	if isProbe(conn) {
-		return // the watchdog's: it only waits for the close
-	}
-	defer func() {
-		if p := recover(); p != nil {
-			s.Logger.Error(fmt.Sprintf("panic serving a connection: %v", p), slog.String("stack", string(debug.Stack())))
-			s.connError(ConnPanic)
+// drain, close (saslauthd's ipc_unix.c order), from the stage job is at.
+// job.closing is set for the connections taken from the backlog after
+// Shutdown began. With onAcceptor it stops before anything that would wait
+// and reports true: the job, at its new stage, goes to a goroutine.
+func (s *Server) serveConn(job *connJob, onAcceptor bool) (handOn bool) {
+	conn, st := job.conn, job.st
+	if job.stage == stageRead {
+		if isProbe(conn) {
+			return false // the watchdog's: it only waits for the close
 		}
-	}()
-	// under the lock: a Shutdown scanning connections either sees this
-	// deadline or is seen by it
-	readTimeout := orDefault(s.ReadTimeout, DefaultReadTimeout)
-	s.mu.Lock()
-	if closing || s.closed {
-		readTimeout = min(readTimeout, shutdownReadGrace)
+		// under the lock: a Shutdown scanning connections either sees this
+		// deadline or is seen by it
+		s.mu.Lock()
+		_ = conn.SetReadDeadline(time.Now().Add(s.readTimeout(job.closing || s.closed)))
+		s.mu.Unlock()
+		job.rd = protocol.NewReaderQueued(conn, job.queued)
+		job.queued = nil
+		job.req, job.reqErr = job.rd.ReadRequest()
+		st.phase.Store(phaseAnswering)
+		job.stage = stageAnswer
 	}
-	_ = conn.SetReadDeadline(time.Now().Add(readTimeout))
-	s.mu.Unlock()
-	rd := protocol.NewReader(conn)
-	req, err := rd.ReadRequest()
-	st.phase.Store(phaseAnswering)
-	var reply string
-	var tooLong *protocol.FieldTooLongError
-	switch {
-	case err == nil:
-		reply = s.authenticate(req)
-	case errors.As(err, &tooLong):
-		s.Logger.Error(fmt.Sprintf("%s exceeded MAX_REQ_LEN: %d", tooLong.Field, protocol.MaxField))
-		reply = protocol.ReplyTooLong
-		s.connError(ConnFieldTooLong)
-	case errors.Is(err, protocol.ErrNullLogin):
-		s.Logger.Error("NULL login received")
-		reply = protocol.ReplyNullLogin
-		s.connError(ConnNullLogin)
-	case errors.Is(err, protocol.ErrNullPassword):
-		s.Logger.Error("NULL password received")
-		reply = protocol.ReplyNullPasswd
-		s.connError(ConnNullPassword)
-	case errors.Is(err, protocol.ErrTruncated):
-		s.connError(ConnBadFrame)
-		return // saslauthd: no reply, nothing logged
-	case errors.Is(err, os.ErrDeadlineExceeded):
-		s.Logger.Error("read: timed out waiting for the request; closing",
-			slog.Duration("read_timeout", readTimeout))
-		s.connError(ConnReadTimeout)
-		return
-	default:
-		s.Logger.Error("read: " + err.Error())
-		s.connError(ConnReadError)
-		return
-	}
-	_ = conn.SetWriteDeadline(time.Now().Add(orDefault(s.WriteTimeout, DefaultWriteTimeout)))
-	if err := protocol.WriteReply(conn, reply); err != nil {
-		s.Logger.Error("write: " + err.Error())
-		s.connError(ConnWriteError)
-		return
-	}
-	if o := s.Observer; o != nil {
-		o.Reply(strings.HasPrefix(reply, "OK"))
-	}
-	if s.Logger.Enabled(context.Background(), slog.LevelDebug) {
-		s.Logger.Debug("response: " + reply)
-	}
-	// The client has its reply. Drain as saslauthd does, so that it sees
-	// EOF rather than a reset, but not past shutdown: Shutdown cuts a drain
-	// short by moving its deadline, and a drain that starts after it does
-	// not happen.
-	s.mu.Lock()
-	st.phase.Store(phaseDraining)
-	closing = s.closed
-	s.mu.Unlock()
-	// Nothing left to drain (the usual case: a client sends its request
-	// and waits): the close alone sends the client its EOF, which saves
-	// the half-close and a wake-up per connection.
-	if closing || rd.Settled() {
-		return
+	if job.stage == stageAnswer {
+		reply, ok, handOn := s.replyTo(job, onAcceptor)
+		if handOn {
+			return true
+		}
+		if !ok {
+			return false
+		}
+		_ = conn.SetWriteDeadline(time.Now().Add(orDefault(s.WriteTimeout, DefaultWriteTimeout)))
+		if err := protocol.WriteReply(conn, reply); err != nil {
+			s.Logger.Error("write: " + err.Error())
+			s.connError(ConnWriteError)
+			return false
+		}
+		if o := s.Observer; o != nil {
+			o.Reply(strings.HasPrefix(reply, "OK"))
+		}
+		if s.Logger.Enabled(context.Background(), slog.LevelDebug) {
+			s.Logger.Debug("response: " + reply)
+		}
+		// The client has its reply. Drain as saslauthd does, so that it
+		// sees EOF rather than a reset, but not past shutdown: Shutdown
+		// cuts a drain short by moving its deadline, and a drain that
+		// starts after it does not happen.
+		s.mu.Lock()
+		st.phase.Store(phaseDraining)
+		closing := s.closed
+		s.mu.Unlock()
+		// Nothing left to drain (the usual case: a client sends its
+		// request and waits): the close alone sends the client its EOF,
+		// which saves the half-close and a wake-up per connection.
+		if closing || job.rd.Settled() {
+			return false
+		}
+		job.stage = stageDrain
+		if onAcceptor {
+			return true
+		}
 	}
 	if cw, ok := conn.(interface{ CloseWrite() error }); ok {
 		_ = cw.CloseWrite()
 	}
 	_ = conn.SetReadDeadline(time.Now().Add(orDefault(s.DrainTimeout, DefaultDrainTimeout)))
-	_, _ = rd.Drain(drainLimit)
+	_, _ = job.rd.Drain(drainLimit)
+	return false
+}
+
+// readTimeout is the time a client has to send its request; closing: the
+// server is shutting down.
+func (s *Server) readTimeout(closing bool) time.Duration {
+	d := orDefault(s.ReadTimeout, DefaultReadTimeout)
+	if closing {
+		d = min(d, shutdownReadGrace)
+	}
+	return d
+}
+
+// replyTo says what to answer job's request (ok false: close without a
+// reply), logging what saslauthd logs. On an acceptor only a protocol
+// error or a cache hit is answered; anything else is handed on.
+func (s *Server) replyTo(job *connJob, onAcceptor bool) (reply string, ok, handOn bool) {
+	err := job.reqErr
+	var tooLong *protocol.FieldTooLongError
+	switch {
+	case err == nil:
+		if onAcceptor {
+			reply, ok = s.answerCached(job.req)
+			return reply, ok, !ok
+		}
+		return s.authenticate(job.req), true, false
+	case errors.As(err, &tooLong):
+		s.Logger.Error(fmt.Sprintf("%s exceeded MAX_REQ_LEN: %d", tooLong.Field, protocol.MaxField))
+		s.connError(ConnFieldTooLong)
+		return protocol.ReplyTooLong, true, false
+	case errors.Is(err, protocol.ErrNullLogin):
+		s.Logger.Error("NULL login received")
+		s.connError(ConnNullLogin)
+		return protocol.ReplyNullLogin, true, false
+	case errors.Is(err, protocol.ErrNullPassword):
+		s.Logger.Error("NULL password received")
+		s.connError(ConnNullPassword)
+		return protocol.ReplyNullPasswd, true, false
+	case errors.Is(err, protocol.ErrTruncated):
+		s.connError(ConnBadFrame)
+		return "", false, false // saslauthd: no reply, nothing logged
+	case errors.Is(err, os.ErrDeadlineExceeded):
+		s.Logger.Error("read: timed out waiting for the request; closing",
+			slog.Duration("read_timeout", s.readTimeout(job.closing)))
+		s.connError(ConnReadTimeout)
+		return "", false, false
+	default:
+		s.Logger.Error("read: " + err.Error())
+		s.connError(ConnReadError)
+		return "", false, false
+	}
 }
 
 func (s *Server) connError(e ConnError) {

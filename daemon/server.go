@@ -1,5 +1,6 @@
 // Package daemon is saslgate's server side: the mux socket and its pid
-// lock, one goroutine per connection with deadlines on every read and write,
+// lock, acceptors that answer what needs no wait (a cache hit) and hand the
+// rest to connection goroutines, deadlines on every read and write,
 // the -n cap on mechanism calls, -r, the credential cache, logging in
 // saslauthd's format, detaching, signals and shutdown.
 package daemon
@@ -67,20 +68,23 @@ type Server struct {
 	// error (metrics). Set it before Serve.
 	Observer Observer
 
-	calls    atomic.Int64 // mechanism chains running, for Stats
-	policy   atomic.Pointer[policyState]
-	initOnce sync.Once
-	stopCtx  context.Context // ends at Shutdown: failure delays stop waiting
-	stop     context.CancelFunc
-	inflight chan struct{}
-	conns    chan struct{}
-	handoff  chan connJob  // to idle connection goroutines
-	connIdle time.Duration // 0: connIdle; tests shorten it
+	calls      atomic.Int64 // mechanism chains running, for Stats
+	policy     atomic.Pointer[policyState]
+	initOnce   sync.Once
+	stopCtx    context.Context // ends at Shutdown: failure delays stop waiting
+	stop       context.CancelFunc
+	inflight   chan struct{}
+	conns      chan struct{}
+	handoff    chan connJob  // to idle connection goroutines
+	connIdle   time.Duration // 0: connIdle; tests shorten it
+	acceptors  int           // 0: acceptors(); tests set it
+	queuedWait time.Duration // 0: rawQueuedWait; tests set it
 
-	accepted atomic.Uint64 // connections accepted, for the watchdog
+	accepted   atomic.Uint64 // connections accepted, for the watchdog
+	byAcceptor atomic.Uint64 // connections served to the end by an acceptor
 
 	mu        sync.Mutex
-	listeners map[net.Listener]struct{}
+	listeners map[net.Listener]func() // each one's wake-up at Shutdown
 	active    map[net.Conn]*connState
 	closed    bool
 	wg        sync.WaitGroup // connections
@@ -161,7 +165,7 @@ func (s *Server) init() {
 		s.conns = make(chan struct{}, mc)
 		s.handoff = make(chan connJob)
 		s.stopCtx, s.stop = context.WithCancel(context.Background())
-		s.listeners = map[net.Listener]struct{}{}
+		s.listeners = map[net.Listener]func(){}
 		s.active = map[net.Conn]*connState{}
 	})
 }
@@ -177,16 +181,47 @@ func orDefault(d, def time.Duration) time.Duration {
 // saslgate's policy around it: rewrite rules, the service's chain, the cache,
 // the failure delay, the login-debug line. It returns the reply text.
 func (s *Server) authenticate(preq protocol.Request) string {
+	reply, _ := s.answer(preq, false)
+	return reply
+}
+
+// answerCached answers preq only if a positive cache entry can: what an
+// acceptor, which must not wait, answers itself. false: nothing happened,
+// not even a log line, and authenticate is the way on.
+func (s *Server) answerCached(preq protocol.Request) (string, bool) {
+	return s.answer(preq, true)
+}
+
+func (s *Server) answer(preq protocol.Request, cachedOnly bool) (string, bool) {
 	ps := s.policy.Load()
 	if ps == nil {
+		if cachedOnly {
+			return "", false
+		}
 		s.Logger.Error("no authentication mechanism installed")
-		return mechs.ReplyInternal
+		return mechs.ReplyInternal, true
 	}
 	p := ps.p
 	in := mechs.Request{Login: preq.Login, Password: mechs.Password(preq.Password),
 		Service: preq.Service, Realm: preq.Realm, ClientAddr: preq.ClientAddr}
 	rw, err := p.Rules.Apply(in)
 	lg := rw.Logged
+	var gen uint64 = mechs.GenUnknown
+	// the generation is read before the back end runs: an entry never
+	// claims data newer than what the back end saw
+	if f := ps.fresh[rw.Chain]; f != nil && s.Cache != nil && err == nil { // stats files: only for -c
+		gen = f.Generation()
+	}
+	var hit mechs.Result
+	if cachedOnly {
+		if err != nil || p.Chains[rw.Chain] == nil {
+			return "", false
+		}
+		var ok bool
+		if hit, ok = s.Cache.Hit(lg, gen); !ok {
+			return "", false
+		}
+	}
 	// who is built only for a line that is logged: most requests log none
 	who := func() string {
 		return "[user=" + logSafe(lg.Login) + "] [service=" + logSafe(lg.Service) + "] [realm=" + logSafe(lg.Realm) + "]"
@@ -204,7 +239,9 @@ func (s *Server) authenticate(preq protocol.Request) string {
 	start := time.Now()
 	var res mechs.Result
 	outcome := CacheBypass
-	if refused, ok := rewrite.Refused(err); ok {
+	if cachedOnly {
+		res, outcome = hit, CacheHit
+	} else if refused, ok := rewrite.Refused(err); ok {
 		res = refused
 	} else if err != nil {
 		res = mechs.TempFailed(mechs.ReplyInternal, err.Error())
@@ -215,12 +252,6 @@ func (s *Server) authenticate(preq protocol.Request) string {
 		defer cancel()
 		if p.LogLevel >= 1 {
 			ctx = mechs.WithTrace(ctx, note)
-		}
-		// the generation is read before the back end runs: an entry never
-		// claims data newer than what the back end saw
-		gen := mechs.GenUnknown
-		if f := ps.fresh[rw.Chain]; f != nil && s.Cache != nil { // stats files: only for -c
-			gen = f.Generation()
 		}
 		res, outcome = s.Cache.Do(ctx, lg, gen, func(ctx context.Context) mechs.Result {
 			// the -n slot is taken here, so cache hits and requests
@@ -310,7 +341,7 @@ func (s *Server) authenticate(preq protocol.Request) string {
 	}
 	// the failure delay holds this connection, not a worker slot
 	_ = throttle.Wait(s.stopCtx, delay)
-	return reply
+	return reply, true
 }
 
 // PasswordDebugWarning starts every line of log_level 2 and the warning at

@@ -34,6 +34,17 @@ func (l *logBuf) String() string              { l.mu.Lock(); defer l.mu.Unlock()
 // and the captured log.
 func startServer(t *testing.T, s *Server, m mechs.Mechanism) (string, *logBuf) {
 	t.Helper()
+	return startServerWrapped(t, s, m, nil)
+}
+
+// plainListener hides the *net.UnixListener inside, so that Serve takes
+// the netpoller path it uses for any other listener.
+type plainListener struct{ net.Listener }
+
+// startServerWrapped is startServer with the listener passed through wrap
+// (nil: as it is).
+func startServerWrapped(t *testing.T, s *Server, m mechs.Mechanism, wrap func(net.Listener) net.Listener) (string, *logBuf) {
+	t.Helper()
 	lb := &logBuf{}
 	if s.Logger == nil {
 		s.Logger = slog.New(NewLogHandler("saslauthd", false, lb, slog.LevelDebug))
@@ -44,9 +55,13 @@ func startServer(t *testing.T, s *Server, m mechs.Mechanism) (string, *logBuf) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ln, err := rd.Listen()
+	var ln net.Listener
+	ln, err = rd.Listen()
 	if err != nil {
 		t.Fatal(err)
+	}
+	if wrap != nil {
+		ln = wrap(ln)
 	}
 	done := make(chan error, 1)
 	go func() { done <- s.Serve(ln) }()
@@ -455,14 +470,14 @@ func TestServer_LogInjection(t *testing.T) {
 	}
 }
 
-// TestServer_ConnGoroutinesReusedThenGone: a connection goroutine outlives
-// its connection to serve the next one (a fresh goroutine per connection
-// grows a new stack each time), and the goroutines of a burst exit once
-// idle.
+// TestServer_ConnGoroutinesReusedThenGone: on the netpoller path (any
+// listener but a UNIX one), a connection goroutine outlives its connection
+// to serve the next one (a fresh goroutine per connection grows a new stack
+// each time), and the goroutines of a burst exit once idle.
 func TestServer_ConnGoroutinesReusedThenGone(t *testing.T) {
 	base := runtime.NumGoroutine()
 	s := &Server{connIdle: time.Second}
-	sock, _ := startServer(t, s, users)
+	sock, _ := startServerWrapped(t, s, users, func(ln net.Listener) net.Listener { return plainListener{ln} })
 	ok := protocol.Request{Login: "alice", Password: "secret", Service: "imap"}
 	var wg sync.WaitGroup
 	for range 50 {
@@ -485,6 +500,55 @@ func TestServer_ConnGoroutinesReusedThenGone(t *testing.T) {
 	for runtime.NumGoroutine()-base > 2 { // Serve and slack
 		if time.Now().After(deadline) {
 			t.Fatalf("%d goroutines more than before 10s after a burst, want the idle ones gone", runtime.NumGoroutine()-base)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// TestServer_AcceptorsAfterBurst: on a UNIX socket, a burst of slow
+// requests all reach the mechanism at once (none waits for another's
+// mechanism call: the acceptors hand each one on), and once the connection
+// goroutines are idle long enough only the acceptors are left.
+func TestServer_AcceptorsAfterBurst(t *testing.T) {
+	base := runtime.NumGoroutine()
+	gate := make(chan struct{})
+	var in atomic.Int32
+	m := mechstest.Func{MechName: "gate", Fn: func(ctx context.Context, r mechs.Request) (mechs.Result, error) {
+		in.Add(1)
+		<-gate
+		return mechs.Result{Verdict: mechs.Accept, Reply: "OK"}, nil
+	}}
+	s := &Server{connIdle: 100 * time.Millisecond}
+	sock, _ := startServer(t, s, m)
+	const n = 50
+	var wg sync.WaitGroup
+	for range n {
+		wg.Go(func() {
+			if got := ask(t, sock, protocol.Request{Login: "alice", Password: "pw"}); got != "OK" {
+				t.Errorf("reply %q", got)
+			}
+		})
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for in.Load() < n {
+		if time.Now().After(deadline) {
+			t.Fatalf("%d of %d requests reached the mechanism at once, want all: acceptors must not wait for each other", in.Load(), n)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	close(gate)
+	wg.Wait()
+	for range 20 {
+		if got := ask(t, sock, protocol.Request{Login: "alice", Password: "pw"}); got != "OK" {
+			t.Fatalf("reply %q", got)
+		}
+	}
+	// serveUnix, the set, and one of slack for the exiting
+	want := 1 + acceptors() + 1
+	deadline = time.Now().Add(10 * time.Second)
+	for runtime.NumGoroutine()-base > want {
+		if time.Now().After(deadline) {
+			t.Fatalf("%d goroutines more than before after a burst, want at most %d", runtime.NumGoroutine()-base, want)
 		}
 		time.Sleep(50 * time.Millisecond)
 	}

@@ -101,7 +101,7 @@ func (w *inotifyWatch) watchFile(p string) {
 // watched file; ok false means the watch can no longer be trusted.
 func (w *inotifyWatch) drain() (changed, ok bool) {
 	for {
-		n, err := syscall.Read(w.fd, w.buf[:])
+		n, err := readNonblock(w.fd, w.buf[:])
 		switch {
 		case errors.Is(err, syscall.EAGAIN):
 			return changed, true

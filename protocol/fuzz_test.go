@@ -174,3 +174,43 @@ func FuzzReadReply(f *testing.F) {
 		}
 	})
 }
+
+// errStall is what a connection that has nothing more to give returns in
+// FuzzReady: reading past what Ready looked at is the failure.
+var errStall = errors.New("stalled: read past the queued bytes")
+
+type stallReader struct{}
+
+func (stallReader) Read([]byte) (int, error) { return 0, errStall }
+
+// FuzzReady: Ready says true exactly when ReadRequest, given those bytes
+// queued and nothing after them, returns without reading more; and what
+// it returns then is what it reads from the whole input (four fields and
+// the error; a fifth field may legitimately come later).
+func FuzzReady(f *testing.F) {
+	for _, s := range requestSeeds() {
+		f.Add(s, uint16(len(s)))
+		f.Add(s, uint16(len(s)/2))
+	}
+	f.Fuzz(func(t *testing.T, in []byte, cut uint16) {
+		q := in[:min(int(cut), len(in), 4096)]
+		ready := protocol.Ready(q)
+		got, err := protocol.NewReaderQueued(stallReader{}, q).ReadRequest()
+		if stalled := errors.Is(err, errStall); stalled == ready {
+			t.Fatalf("Ready(%d bytes) = %v, but ReadRequest stalled = %v (err %v)", len(q), ready, stalled, err)
+		}
+		if !ready {
+			return
+		}
+		whole, werr := protocol.NewReader(bytes.NewReader(in)).ReadRequest()
+		if !errors.Is(err, werr) || (err == nil) != (werr == nil) {
+			var a, b *protocol.FieldTooLongError
+			if !errors.As(err, &a) || !errors.As(werr, &b) || *a != *b {
+				t.Fatalf("queued: err = %v, whole input: %v", err, werr)
+			}
+		}
+		if got.Login != whole.Login || got.Password != whole.Password || got.Service != whole.Service || got.Realm != whole.Realm {
+			t.Fatalf("queued bytes read a different request")
+		}
+	})
+}

@@ -21,6 +21,7 @@ import (
 	"io"
 	"log/slog"
 	"syscall"
+	"unsafe"
 )
 
 // MaxField is saslauthd's MAX_REQ_LEN: a field may be 256 bytes, not 257.
@@ -119,6 +120,39 @@ func NewReader(r io.Reader) *Reader {
 	// KiB but saslauthd refuses fields over 256 bytes anyway): one read(2)
 	// usually takes the whole request, fifth field included.
 	return &Reader{br: bufio.NewReaderSize(r, 4096), conn: r}
+}
+
+// NewReaderQueued returns a Reader on r that first reads queued, the
+// bytes the caller already read from r (at most 4 KiB): an acceptor that
+// read a request to see whether it can answer at once hands it on so.
+func NewReaderQueued(r io.Reader, queued []byte) *Reader {
+	if len(queued) == 0 {
+		return NewReader(r)
+	}
+	// queued fits the buffer, so its first fill takes all of it and
+	// Buffered stays exact for queued() and Settled().
+	return &Reader{br: bufio.NewReaderSize(io.MultiReader(bytes.NewReader(queued), r), 4096), conn: r}
+}
+
+// Ready reports whether b, the first bytes of a connection, let
+// ReadRequest return without reading more: four whole fields, or a field
+// whose length is already over MaxField. (The fifth field is only ever
+// taken from bytes already there, so it never makes ReadRequest wait.)
+func Ready(b []byte) bool {
+	for range 4 {
+		if len(b) < 2 {
+			return false
+		}
+		n := int(binary.BigEndian.Uint16(b))
+		if n > MaxField {
+			return true
+		}
+		if len(b) < 2+n {
+			return false
+		}
+		b = b[2+n:]
+	}
+	return true
 }
 
 // ReadRequest reads one request. It returns *FieldTooLongError,
@@ -231,7 +265,14 @@ func (r *Reader) peek() (n int, err error, ok bool) {
 	}
 	var b [1]byte
 	cerr := raw.Read(func(fd uintptr) bool {
-		n, _, err = syscall.Recvfrom(int(fd), b[:], syscall.MSG_PEEK|syscall.MSG_DONTWAIT)
+		// MSG_DONTWAIT: it returns at once, so RawSyscall, which keeps
+		// the scheduler out of it (see daemon/rawsys.go)
+		r, _, e := syscall.RawSyscall6(syscall.SYS_RECVFROM, fd, uintptr(unsafe.Pointer(&b[0])), 1,
+			syscall.MSG_PEEK|syscall.MSG_DONTWAIT, 0, 0)
+		n = int(r)
+		if e != 0 {
+			n, err = 0, e
+		}
 		return true // never wait for readiness: that is the point
 	})
 	if cerr != nil {
