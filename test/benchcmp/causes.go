@@ -11,30 +11,27 @@ package main
 // utime+stime of each process over a fixed number of requests, and where
 // it goes with perf record -g on the daemon.
 var causes = map[string]string{
-	"sasldb": "The load generator now waits in connect(2) as libsasl's clients do, where the Go client it replaced polled " +
-		"with a backoff of 0.1 to 20 ms when Cyrus's listen backlog was full. Those sleeps stretched Cyrus's tail: the " +
-		"p99 ratio at C=64 was 0.17 in the previous run and is 0.57 here, while the throughput ratio stays above the " +
-		"goal (1.85×). saslgate's own p99 at C=64 is 9.8 ms, 2.9× its p50; Cyrus's 17.1 ms, 2.7× its p50.",
+	"sasldb": "The load generator waits in connect(2) as libsasl's clients do (test/load/engine.c); the Go client before it " +
+		"polled with a backoff of 0.1 to 20 ms when Cyrus's listen backlog was full, and those sleeps stretched Cyrus's " +
+		"tail (the p99 ratio at C=64 was 0.17 with it). With blocking clients the p99 ratio is 0.56–0.57 in the last two " +
+		"runs while the throughput ratio stays far above its goal (2.11× here): saslgate's p99 at C=64 is 10.2 ms, 3.2× " +
+		"its p50 of 3.2 ms; Cyrus's is 18.2 ms, 2.5× its p50 of 7.1 ms. The tail is the queue in front of the two cores, " +
+		"which both daemons share with 64 clients.",
 
-	"sasldb-cache": "End to end a cache hit and a sasldb lookup differ by about a microsecond inside some 50 µs of connection " +
-		"handling (see shadow-cache), so even measured in the same rounds the two throughputs differ by the machine's " +
-		"noise, either way (0.99× at C=256 here, 0.98× at C=1 in the previous run). The Go benchmark above times the " +
-		"two without the connection.",
+	"sasldb-cache": "A cache hit is answered by the acceptor that took the connection (daemon/accept.go), while a sasldb lookup " +
+		"is a mechanism call and goes on to a connection goroutine, so with -c saslgate serves 1.26× to 1.61× its rate " +
+		"without. The Go benchmark above times the hit and the lookup without the connection.",
 
 	"shadow-cache": "A cache hit never reaches the mechanism, so the connection is nearly all of its cost, and both ends of it " +
-		"share the two cores. The load generator is now C threads doing what libsasl does (test/load/engine.c); the Go " +
-		"client it replaced spent more CPU per request than either daemon and held saslgate and the floor near the same " +
-		"rate. Cyrus's rate at C=64 moves a lot between rounds (11,891 to 14,629 requests/s here; its clients wait in " +
-		"the kernel for a place in its listen backlog), and single rounds gave saslgate 1.06× to 1.35×. The floor, a Go " +
-		"server that does no work at all, reaches 1.41× Cyrus, and saslgate serves 0.83 of it: saslgate's own work per " +
-		"hit (the rules, the cache's HMAC, one inotify read that makes a changed shadow file stop answering at once, a " +
-		"peek at the receive queue after the reply, deadlines) costs about a sixth of the connection. /proc accounting " +
-		"with a C client at C=64 gives saslgate 55–65 µs of CPU per hit and a Cyrus worker 50–60 µs; perf puts three " +
-		"quarters of it in the kernel (connect, accept, read, write, close, epoll, and about 1.5 context switches per " +
-		"request). Tried this session and taken out again: acceptors blocked in accept(2) answering on their own " +
-		"threads instead of the netpoller. They cut a hit to 40–48 µs and reached 1.53× in one full run (single rounds " +
-		"1.14× to 1.76×), but added 1.5 ms of CPU to every yescrypt request and about 0.3 ms to every sha512-crypt one, " +
-		"so real password checks lost 6–20%.",
+		"share the two cores. An acceptor now answers a hit itself (daemon/accept.go): accept4, one read, the rules and " +
+		"the cache, one write and the close, with raw system calls, no epoll registration and no hand-off between " +
+		"goroutines or threads. In paired rounds at C=64 (same machine, C load client, /proc accounting) that is 32–47 µs " +
+		"of CPU per hit against 50–73 µs for the goroutine per connection on the netpoller before it, which reached " +
+		"1.0–1.4× Cyrus; saslgate is now at the floor (1.06 of it), a Go netpoller server that does no work at all. " +
+		"Cyrus's rate at C=64 moves a lot between rounds (10,011 to 15,908 requests/s here), and with it the ratio: the " +
+		"five rounds gave 1.63×, 1.71×, 1.72×, 1.39× and 1.39× (the medians give 1.57×). A first version of the " +
+		"acceptors blocked in accept(2): a thread blocked in a system call keeps Go's sysmon retaking Ps and handing them " +
+		"between threads, about 9 µs of CPU per hit, which is why they wait on the netpoller and use RawSyscall.",
 
 	"shadow-yescrypt": "Both daemons spend about the same CPU per request, one yescrypt computation (23–24 ms each, /proc accounting " +
 		"at C=8 with the C load client: Cyrus 23.0, saslgate 23.4–23.9), so the throughput ratio reflects how the two " +
