@@ -33,14 +33,18 @@ var causes = map[string]string{
 		"acceptors blocked in accept(2): a thread blocked in a system call keeps Go's sysmon retaking Ps and handing them " +
 		"between threads, about 9 µs of CPU per hit, which is why they wait on the netpoller and use RawSyscall.",
 
-	"shadow-yescrypt": "Both daemons spend about the same CPU per request, one yescrypt computation (23–24 ms each, /proc accounting " +
-		"at C=8 with the C load client: Cyrus 23.0, saslgate 23.4–23.9), so the throughput ratio reflects how the two " +
-		"cores are shared and moves by several per cent between runs. The load generator now waits in connect(2) as " +
-		"libsasl does; the Go client before it polled with a backoff of up to 20 ms, which stretched Cyrus's tail at " +
-		"C=64 (p99 2.8 s in the previous run, 0.80 s here) and cost Cyrus CPU. A fair queue gives every request about " +
-		"the same wait at C=64, C ÷ throughput ≈ 64 ÷ 79 per second ≈ 0.81 s (Little's law), which is saslgate's p50 " +
-		"and p99 alike; half of Cyrus's p99 would need Cyrus's p99 above 1.6 s, and clients that block in connect(2), " +
-		"as libsasl's do, no longer produce one.",
+	"shadow-yescrypt": "Both daemons spend about the same CPU per request, one yescrypt computation, and the same kernel work around " +
+		"it: libxcrypt maps a fresh 16 MiB region for each computation and faults it in page by page (perf stat: 4,096 " +
+		"page faults per request in both). /proc accounting at C=8 with the C load client, on the day of this run: " +
+		"Cyrus 25.2–28.1 ms per request with -n 5, saslgate 27.9–31.6 ms; with -n 1 both 26.3–28.7 ms. So five " +
+		"computations at once in one process cost saslgate a few per cent more than Cyrus's five processes do; I have " +
+		"not pinned down where (the previous measurement gave 23.0 against 23.4–23.9 ms), and the answering path is not " +
+		"it: the acceptors changed nothing here (28.3–29.2 ms against 28.1–29.8 ms before them, paired rounds). The " +
+		"throughput ratio reflects how the two cores are shared and moves by several per cent between runs (0.97× at " +
+		"C=8 in the previous run, 0.90× here). At C=64 a fair queue gives every request about the same wait, C ÷ " +
+		"throughput ≈ 64 ÷ 68 per second ≈ 0.94 s (Little's law), which is saslgate's p50 (0.93 s) and close to its p99 " +
+		"(1.03 s); half of Cyrus's p99 would need Cyrus's p99 above 2 s (1.26 s here), and clients that block in " +
+		"connect(2), as libsasl's do, do not produce one.",
 
 	"rimap": "Every good login costs the IMAP server a whole session, for both daemons: IMAP has no way back from the " +
 		"authenticated state (Dovecot 2.3 has no UNAUTHENTICATE), so a connection whose LOGIN succeeded is logged out " +
