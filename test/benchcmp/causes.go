@@ -49,8 +49,8 @@ var causes = map[string]string{
 	"rimap": "Every good login costs the IMAP server a whole session, for both daemons: IMAP has no way back from the " +
 		"authenticated state (Dovecot 2.3 has no UNAUTHENTICATE), so a connection whose LOGIN succeeded is logged out " +
 		"and the next login needs a new one; the pool only takes the connect and the greeting out of the request's " +
-		"path. The IMAP floor above, which does nothing but a bare LOGIN on connections dialled in advance, gets 0.79×, " +
-		"0.74× and 1.03× Cyrus at C=1, 8 and 64 in the same rounds (0.84×, 0.76× and 0.93× in the run before): " +
+		"path. The IMAP floor above, which does nothing but a bare LOGIN on connections dialled in advance, gets 0.88×, " +
+		"0.83× and 1.02× Cyrus at C=1, 8 and 64 in the same rounds (0.79×, 0.74× and 1.03× in the run before): " +
 		"Dovecot's session set-up bounds any rimap daemon here, whatever its design, and 1.5× is out of reach on this " +
 		"machine. CPU per good login at C=8 over 3,000 requests (previous session): Dovecot about 1,200 µs (imap 640, " +
 		"imap-login 290, auth 100, log, anvil and master the rest), Cyrus 190 µs, saslgate 390 µs. 1.5× needs the IMAP " +
@@ -60,7 +60,7 @@ var causes = map[string]string{
 	"rimap-starttls": "Each good login needs a fresh connection (see rimap), so over STARTTLS each pays a full TLS handshake at both " +
 		"ends: per good login at C=8, saslgate used about 1,240 µs of CPU (390 µs in plaintext) and Dovecot's " +
 		"imap-login about 1,450 µs (290 µs), so a login costs about 2.7× the plaintext one on the shared cores. Even in " +
-		"plaintext no rimap daemon gets much past Cyrus's rate here (the IMAP floor under rimap is 0.74–1.03× Cyrus), " +
+		"plaintext no rimap daemon gets much past Cyrus's rate here (the IMAP floor under rimap is 0.83–1.02× Cyrus), " +
 		"so one that adds a handshake to every good login cannot reach it. In saslgate's profile the handshake is 40% " +
 		"of the samples, a third of that the X25519MLKEM768 key share Go offers by default, and verifying the " +
 		"certificate another 4%.",
