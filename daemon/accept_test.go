@@ -1,15 +1,12 @@
 package daemon
 
 import (
-	"context"
 	"io"
 	"net"
 	"sync/atomic"
 	"testing"
 	"time"
 
-	"github.com/saslgate/saslgate/mechs"
-	"github.com/saslgate/saslgate/mechs/mechstest"
 	"github.com/saslgate/saslgate/protocol"
 )
 
@@ -97,13 +94,7 @@ func TestRawConn_ShutdownCutsSlowReader(t *testing.T) {
 // would get anyway.
 func TestAcceptors_AnswerWhatNeedsNoWait(t *testing.T) {
 	var calls atomic.Int32
-	m := mechstest.Func{MechName: "m", Fn: func(_ context.Context, r mechs.Request) (mechs.Result, error) {
-		calls.Add(1)
-		if r.Password.Reveal() == "good" {
-			return mechs.Result{Verdict: mechs.Accept, Reply: "OK"}, nil
-		}
-		return mechs.Result{Verdict: mechs.Reject, Reply: "NO"}, nil
-	}}
+	m := goodPassword("m", "OK", "NO", &calls)
 	// a wait that no Dial-then-Write misses, however loaded the machine
 	s := &Server{Cache: NewCache(100, time.Hour), queuedWait: time.Second}
 	sock, _ := startServer(t, s, m)

@@ -359,15 +359,32 @@ func TestServer_PanicIsContained(t *testing.T) {
 	}
 }
 
-func TestServer_Cache(t *testing.T) {
-	var calls atomic.Int32
-	m := mechstest.Func{MechName: "rimap", Fn: func(_ context.Context, r mechs.Request) (mechs.Result, error) {
+// goodPassword is a mechanism that accepts the password "good" with ok
+// and rejects any other with no, counting its calls.
+func goodPassword(name, ok, no string, calls *atomic.Int32) mechstest.Func {
+	return mechstest.Func{MechName: name, Fn: func(_ context.Context, r mechs.Request) (mechs.Result, error) {
 		calls.Add(1)
 		if r.Password.Reveal() == "good" {
-			return mechs.Result{Verdict: mechs.Accept, Reply: "OK remote authentication successful"}, nil
+			return mechs.Result{Verdict: mechs.Accept, Reply: ok}, nil
 		}
-		return mechs.Result{Verdict: mechs.Reject, Reply: "NO remote server rejected your credentials"}, nil
+		return mechs.Result{Verdict: mechs.Reject, Reply: no}, nil
 	}}
+}
+
+// gated is a mechanism that counts the calls in it and holds each until
+// gate is closed, then accepts.
+func gated() (m mechstest.Func, gate chan struct{}, in *atomic.Int32) {
+	gate, in = make(chan struct{}), new(atomic.Int32)
+	return mechstest.Func{MechName: "gate", Fn: func(ctx context.Context, r mechs.Request) (mechs.Result, error) {
+		in.Add(1)
+		<-gate
+		return mechs.Result{Verdict: mechs.Accept, Reply: "OK"}, nil
+	}}, gate, in
+}
+
+func TestServer_Cache(t *testing.T) {
+	var calls atomic.Int32
+	m := goodPassword("rimap", "OK remote authentication successful", "NO remote server rejected your credentials", &calls)
 	c := NewCache(100, time.Hour)
 	sock, _ := startServer(t, &Server{Cache: c}, m)
 	req := protocol.Request{Login: "u", Password: "good", Service: "imap"}
@@ -511,13 +528,7 @@ func TestServer_ConnGoroutinesReusedThenGone(t *testing.T) {
 // goroutines are idle long enough only the acceptors are left.
 func TestServer_AcceptorsAfterBurst(t *testing.T) {
 	base := runtime.NumGoroutine()
-	gate := make(chan struct{})
-	var in atomic.Int32
-	m := mechstest.Func{MechName: "gate", Fn: func(ctx context.Context, r mechs.Request) (mechs.Result, error) {
-		in.Add(1)
-		<-gate
-		return mechs.Result{Verdict: mechs.Accept, Reply: "OK"}, nil
-	}}
+	m, gate, in := gated()
 	s := &Server{connIdle: 100 * time.Millisecond}
 	sock, _ := startServer(t, s, m)
 	const n = 50

@@ -2,12 +2,9 @@ package daemon
 
 import (
 	"context"
-	"sync/atomic"
 	"testing"
 	"time"
 
-	"github.com/saslgate/saslgate/mechs"
-	"github.com/saslgate/saslgate/mechs/mechstest"
 	"github.com/saslgate/saslgate/protocol"
 )
 
@@ -15,13 +12,7 @@ import (
 // backlog when Shutdown begins are all answered, however few acceptors
 // and connection slots take them: none is reset by the listener's close.
 func TestShutdownServesTheWholeBacklog(t *testing.T) {
-	gate := make(chan struct{})
-	var in atomic.Int32
-	m := mechstest.Func{MechName: "gate", Fn: func(ctx context.Context, r mechs.Request) (mechs.Result, error) {
-		in.Add(1)
-		<-gate
-		return mechs.Result{Verdict: mechs.Accept, Reply: "OK"}, nil
-	}}
+	m, gate, in := gated()
 	s := &Server{MaxConns: 2}
 	sock, _ := startServer(t, s, m)
 	const n = 12
