@@ -181,6 +181,7 @@ func (rl *rawListener) accept() {
 	defer rl.exit()
 	s := rl.s
 	buf := make([]byte, 4096) // a request as read on this acceptor
+	var rd *protocol.Reader   // reused while connections end on this acceptor
 	var (
 		fd      int
 		remote  string
@@ -244,65 +245,69 @@ func (rl *rawListener) accept() {
 		}
 		backoff = 0
 		s.accepted.Add(1)
-		rl.serve(fd, remote, buf)
+		rd = rl.serve(fd, remote, buf, rd)
 	}
 }
 
 // serve answers one connection on the acceptor if it can do so without
-// waiting, and hands it to a connection goroutine otherwise.
-func (rl *rawListener) serve(fd int, remote string, buf []byte) {
+// waiting, and hands it to a connection goroutine otherwise. rd is a
+// Reader to use again (nil: a new one); serve returns the one to use next.
+func (rl *rawListener) serve(fd int, remote string, buf []byte, rd *protocol.Reader) *protocol.Reader {
 	s := rl.s
 	c := &rawConn{fd: fd, remote: remote}
 	job := s.track(c)
 	if isProbe(c) {
 		s.runJob(&job, true) // the watchdog's: closed at once
-		return
+		return rd
 	}
-	n, ok := readQueued(fd, buf, cmp.Or(s.queuedWait, rawQueuedWait))
+	n, ok, drained := readQueued(fd, buf, cmp.Or(s.queuedWait, rawQueuedWait))
 	if !ok {
 		job.queued = slices.Clone(buf[:n])
 		s.dispatch(job)
-		return
+		return rd
 	}
 	// The Reader copies buf into its own buffer on its first read, before
 	// this acceptor reuses buf.
-	job.queued = buf[:n]
-	s.runJob(&job, true)
+	job.queued, job.drained, job.rd = buf[:n], drained, rd
+	if s.runJob(&job, true) {
+		return nil // it went on with the connection
+	}
+	return job.rd
 }
 
 // readQueued reads what the client on fd has sent into buf, waiting for
 // more up to wait in all, until ReadRequest can take it without waiting
 // (a whole request, or the client closed or failed: ReadRequest then sees
-// its EOF at once). false: the request is not all there; buf[:n] is what
-// was read of it.
-func readQueued(fd int, buf []byte, wait time.Duration) (int, bool) {
-	n := 0
+// its EOF at once). ok false: the request is not all there; buf[:n] is
+// what was read of it. drained: the last read emptied the socket's queue.
+func readQueued(fd int, buf []byte, wait time.Duration) (n int, ok, drained bool) {
 	var deadline time.Time
 	for {
 		m, err := rawRead(fd, buf[n:])
 		switch {
 		case err == nil && m == 0:
-			return n, true
+			return n, true, false
 		case err == nil:
+			drained = m < len(buf)-n
 			n += m
 			if protocol.Ready(buf[:n]) || n == len(buf) {
-				return n, true
+				return n, true, drained
 			}
 			continue
 		case errors.Is(err, unix.EINTR):
 			continue
 		case !errors.Is(err, unix.EAGAIN):
-			return n, true
+			return n, true, false
 		}
 		now := time.Now()
 		if deadline.IsZero() {
 			deadline = now.Add(wait)
 		}
 		if !now.Before(deadline) {
-			return n, false
+			return n, false, false
 		}
 		if ready, err := pollIn(fd, deadline.Sub(now)); err != nil || !ready {
-			return n, false
+			return n, false, false
 		}
 	}
 }

@@ -180,11 +180,12 @@ type connJob struct {
 	st      *connState
 	closing bool
 
-	queued []byte           // request bytes already read from conn
-	rd     *protocol.Reader // set once the request is read
-	req    protocol.Request
-	reqErr error
-	stage  connStage
+	queued  []byte           // request bytes already read from conn
+	drained bool             // queued was all conn had
+	rd      *protocol.Reader // set once the request is read (or given to reuse)
+	req     protocol.Request
+	reqErr  error
+	stage   connStage
 }
 
 type connStage uint8
@@ -315,7 +316,11 @@ func (s *Server) serveConn(job *connJob, onAcceptor bool) (handOn bool) {
 		s.mu.Lock()
 		_ = conn.SetReadDeadline(time.Now().Add(s.readTimeout(job.closing || s.closed)))
 		s.mu.Unlock()
-		job.rd = protocol.NewReaderQueued(conn, job.queued)
+		if job.rd == nil {
+			job.rd = protocol.NewReaderQueued(conn, job.queued, job.drained)
+		} else { // an acceptor's, used again
+			job.rd.Reset(conn, job.queued, job.drained)
+		}
 		job.queued = nil
 		job.req, job.reqErr = job.rd.ReadRequest()
 		st.phase.Store(phaseAnswering)

@@ -195,7 +195,7 @@ func FuzzReady(f *testing.F) {
 	f.Fuzz(func(t *testing.T, in []byte, cut uint16) {
 		q := in[:min(int(cut), len(in), 4096)]
 		ready := protocol.Ready(q)
-		got, err := protocol.NewReaderQueued(stallReader{}, q).ReadRequest()
+		got, err := protocol.NewReaderQueued(stallReader{}, q, cut%2 == 0).ReadRequest()
 		if stalled := errors.Is(err, errStall); stalled == ready {
 			t.Fatalf("Ready(%d bytes) = %v, but ReadRequest stalled = %v (err %v)", len(q), ready, stalled, err)
 		}

@@ -108,8 +108,9 @@ func (r Request) LogValue() slog.Value { return slog.StringValue(r.String()) }
 // ReadRequest the connection's remaining bytes (a second request, garbage)
 // are partly inside the Reader; Drain discards them.
 type Reader struct {
-	br   *bufio.Reader
-	conn io.Reader
+	br      *bufio.Reader
+	conn    io.Reader
+	drained bool // the queued bytes were all the socket had
 }
 
 // NewReader returns a Reader on r. When r is a socket (it implements
@@ -125,13 +126,30 @@ func NewReader(r io.Reader) *Reader {
 // NewReaderQueued returns a Reader on r that first reads queued, the
 // bytes the caller already read from r (at most 4 KiB): an acceptor that
 // read a request to see whether it can answer at once hands it on so.
-func NewReaderQueued(r io.Reader, queued []byte) *Reader {
-	if len(queued) == 0 {
-		return NewReader(r)
+// drained says that queued was all r had when it was read: the optional
+// fifth field is then taken from queued alone, without a look at the
+// socket (a client sends its request in one write).
+func NewReaderQueued(r io.Reader, queued []byte, drained bool) *Reader {
+	rd := &Reader{}
+	rd.Reset(r, queued, drained)
+	return rd
+}
+
+// Reset makes rd read the next connection as NewReaderQueued would, and
+// keeps its buffer.
+func (rd *Reader) Reset(r io.Reader, queued []byte, drained bool) {
+	src := r
+	if len(queued) > 0 {
+		// queued fits the buffer, so its first fill takes all of it and
+		// Buffered stays exact for queued() and Settled().
+		src = io.MultiReader(bytes.NewReader(queued), r)
 	}
-	// queued fits the buffer, so its first fill takes all of it and
-	// Buffered stays exact for queued() and Settled().
-	return &Reader{br: bufio.NewReaderSize(io.MultiReader(bytes.NewReader(queued), r), 4096), conn: r}
+	if rd.br == nil {
+		rd.br = bufio.NewReaderSize(src, 4096)
+	} else {
+		rd.br.Reset(src)
+	}
+	rd.conn, rd.drained = r, drained && len(queued) > 0
 }
 
 // Ready reports whether b, the first bytes of a connection, let
@@ -246,6 +264,9 @@ func truncated(err error) error {
 func (r *Reader) queued() bool {
 	if r.br.Buffered() > 0 {
 		return true
+	}
+	if r.drained {
+		return false
 	}
 	n, err, ok := r.peek()
 	return ok && err == nil && n > 0

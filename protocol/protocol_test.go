@@ -8,7 +8,9 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"os"
 	"strings"
+	"syscall"
 	"testing"
 	"testing/iotest"
 	"time"
@@ -1046,4 +1048,74 @@ func TestReader_Settled(t *testing.T) {
 			t.Fatal("Settled on a plain reader: it cannot tell")
 		}
 	})
+}
+
+// TestReaderQueued: the bytes an acceptor read come first; with drained
+// set a fifth field is taken from them alone; Reset reads the next
+// connection with nothing of the last one left.
+func TestReaderQueued(t *testing.T) {
+	four := wire("u1", "Secret123", "smtp", "")
+	five := wire("u1", "Secret123", "smtp", "", "192.0.2.7;41234")
+	addr := wire("192.0.2.7;41234")
+	tests := []struct {
+		name     string
+		queued   []byte
+		rest     []byte
+		drained  bool
+		wantAddr bool
+	}{
+		{"all queued, five fields", five, nil, true, true},
+		{"all queued, four fields", four, nil, true, false},
+		{"part queued, the rest on the connection", four[:5], four[5:], false, false},
+		{"nothing queued", nil, five, false, true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			rd := protocol.NewReaderQueued(bytes.NewReader(tt.rest), tt.queued, tt.drained)
+			got, err := rd.ReadRequest()
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got.Login != "u1" || got.Password != "Secret123" || got.Service != "smtp" || got.HasClientAddr != tt.wantAddr {
+				t.Fatalf("got %#v, want the request with client address %v", got, tt.wantAddr)
+			}
+		})
+	}
+
+	// A fifth field on the socket after the queued bytes is looked for
+	// only when the queued bytes did not drain the socket.
+	for _, drained := range []bool{true, false} {
+		fds, err := syscall.Socketpair(syscall.AF_UNIX, syscall.SOCK_STREAM, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		f := os.NewFile(uintptr(fds[0]), "server")
+		conn, err := net.FileConn(f)
+		f.Close()
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer conn.Close()
+		defer syscall.Close(fds[1])
+		if _, err := syscall.Write(fds[1], addr); err != nil {
+			t.Fatal(err)
+		}
+		got, err := protocol.NewReaderQueued(conn, four, drained).ReadRequest()
+		if err != nil || got.HasClientAddr == drained {
+			t.Errorf("drained=%v: client address taken = %v (%v)", drained, got.HasClientAddr, err)
+		}
+	}
+
+	rd := protocol.NewReaderQueued(bytes.NewReader(nil), append(four, "junk"...), true)
+	if _, err := rd.ReadRequest(); err != nil {
+		t.Fatal(err)
+	}
+	rd.Reset(bytes.NewReader(nil), wire("u2", "Other456", "imap", ""), true)
+	got, err := rd.ReadRequest()
+	if err != nil || got.Login != "u2" || got.Password != "Other456" || got.Service != "imap" || got.HasClientAddr {
+		t.Fatalf("after Reset: %#v, %v", got, err)
+	}
+	if n, err := rd.Drain(1 << 10); n != 0 || err != nil {
+		t.Fatalf("after Reset, %d bytes of the last connection left (%v)", n, err)
+	}
 }
