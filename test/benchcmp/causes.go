@@ -13,23 +13,24 @@ package main
 var causes = map[string]string{
 	"sasldb": "The load generator waits in connect(2) as libsasl's clients do (test/load/engine.c); the Go client before it " +
 		"polled with a backoff of 0.1 to 20 ms when Cyrus's listen backlog was full, and those sleeps stretched Cyrus's " +
-		"tail (the p99 ratio at C=64 was 0.17 with it). With blocking clients the p99 ratio is 0.56–0.57 in the last two " +
-		"runs while the throughput ratio stays far above its goal (2.11× here): saslgate's p99 at C=64 is 10.2 ms, 3.2× " +
-		"its p50 of 3.2 ms; Cyrus's is 18.2 ms, 2.5× its p50 of 7.1 ms. The tail is the queue in front of the two cores, " +
+		"tail (the p99 ratio at C=64 was 0.17 with it). With blocking clients the p99 ratio is 0.56–0.64 in the last " +
+		"three runs while the throughput ratio stays far above its goal (1.86× here): saslgate's p99 at C=64 is 11.5 ms, " +
+		"3.1× its p50 of 3.8 ms; Cyrus's is 18.1 ms, 2.5× its p50 of 7.1 ms. The tail is the queue in front of the two cores, " +
 		"which both daemons share with 64 clients.",
 
 	"sasldb-cache": "A cache hit is answered by the acceptor that took the connection (daemon/accept.go), while a sasldb lookup " +
-		"is a mechanism call and goes on to a connection goroutine, so with -c saslgate serves 1.26× to 1.61× its rate " +
+		"is a mechanism call and goes on to a connection goroutine, so with -c saslgate serves 1.33× to 1.98× its rate " +
 		"without. The Go benchmark above times the hit and the lookup without the connection.",
 
 	"shadow-cache": "A cache hit never reaches the mechanism, so the connection is nearly all of its cost, and both ends of it " +
 		"share the two cores. An acceptor now answers a hit itself (daemon/accept.go): accept4, one read, the rules and " +
 		"the cache, one write and the close, with raw system calls, no epoll registration and no hand-off between " +
-		"goroutines or threads. In paired rounds at C=64 (same machine, C load client, /proc accounting) that is 32–47 µs " +
-		"of CPU per hit against 50–73 µs for the goroutine per connection on the netpoller before it, which reached " +
-		"1.0–1.4× Cyrus; saslgate is now at the floor (1.06 of it), a Go netpoller server that does no work at all. " +
-		"Cyrus's rate at C=64 moves a lot between rounds (10,011 to 15,908 requests/s here), and with it the ratio: the " +
-		"five rounds gave 1.63×, 1.71×, 1.72×, 1.39× and 1.39× (the medians give 1.57×). A first version of the " +
+		"goroutines or threads. An acceptor also reuses its buffered reader. In paired rounds at C=64 (same machine, C load client, /proc " +
+		"accounting) that is 34–40 µs of CPU per hit against 50–73 µs for the goroutine per connection on the netpoller " +
+		"before it, which reached 1.0–1.4× Cyrus; saslgate now serves more than the floor (1.22 of it), a Go netpoller " +
+		"server that does no work at all. Both daemons' rates at C=64 move between rounds (Cyrus 11,358 to 17,370 " +
+		"requests/s, saslgate 18,789 to 23,861 here), and with them the ratio: the five rounds gave 1.59×, 1.52×, 1.36×, " +
+		"1.29× and 1.74× (the medians give 1.55×; 1.57× in the run before). A first version of the " +
 		"acceptors blocked in accept(2): a thread blocked in a system call keeps Go's sysmon retaking Ps and handing them " +
 		"between threads, about 9 µs of CPU per hit, which is why they wait on the netpoller and use RawSyscall.",
 
@@ -40,17 +41,17 @@ var causes = map[string]string{
 		"computations at once in one process cost saslgate a few per cent more than Cyrus's five processes do; I have " +
 		"not pinned down where (the previous measurement gave 23.0 against 23.4–23.9 ms), and the answering path is not " +
 		"it: the acceptors changed nothing here (28.3–29.2 ms against 28.1–29.8 ms before them, paired rounds). The " +
-		"throughput ratio reflects how the two cores are shared and moves by several per cent between runs (0.97× at " +
-		"C=8 in the previous run, 0.90× here). At C=64 a fair queue gives every request about the same wait, C ÷ " +
-		"throughput ≈ 64 ÷ 68 per second ≈ 0.94 s (Little's law), which is saslgate's p50 (0.93 s) and close to its p99 " +
-		"(1.03 s); half of Cyrus's p99 would need Cyrus's p99 above 2 s (1.26 s here), and clients that block in " +
+		"throughput ratio reflects how the two cores are shared and moves by several per cent between runs (0.97×, " +
+		"0.90× and 0.91× at C=8 in the last three). At C=64 a fair queue gives every request about the same wait, C ÷ " +
+		"throughput ≈ 64 ÷ 68 per second ≈ 0.94 s (Little's law), which is saslgate's p50 (0.92 s) and close to its p99 " +
+		"(1.05 s); half of Cyrus's p99 would need Cyrus's p99 above 2 s (1.18 s here), and clients that block in " +
 		"connect(2), as libsasl's do, do not produce one.",
 
 	"rimap": "Every good login costs the IMAP server a whole session, for both daemons: IMAP has no way back from the " +
 		"authenticated state (Dovecot 2.3 has no UNAUTHENTICATE), so a connection whose LOGIN succeeded is logged out " +
 		"and the next login needs a new one; the pool only takes the connect and the greeting out of the request's " +
-		"path. The IMAP floor above, which does nothing but a bare LOGIN on connections dialled in advance, gets 0.88×, " +
-		"0.83× and 1.02× Cyrus at C=1, 8 and 64 in the same rounds (0.79×, 0.74× and 1.03× in the run before): " +
+		"path. The IMAP floor above, which does nothing but a bare LOGIN on connections dialled in advance, gets 0.86×, " +
+		"0.86× and 0.92× Cyrus at C=1, 8 and 64 in the same rounds (0.88×, 0.83× and 1.02× in the run before): " +
 		"Dovecot's session set-up bounds any rimap daemon here, whatever its design, and 1.5× is out of reach on this " +
 		"machine. CPU per good login at C=8 over 3,000 requests (previous session): Dovecot about 1,200 µs (imap 640, " +
 		"imap-login 290, auth 100, log, anvil and master the rest), Cyrus 190 µs, saslgate 390 µs. 1.5× needs the IMAP " +
@@ -60,7 +61,7 @@ var causes = map[string]string{
 	"rimap-starttls": "Each good login needs a fresh connection (see rimap), so over STARTTLS each pays a full TLS handshake at both " +
 		"ends: per good login at C=8, saslgate used about 1,240 µs of CPU (390 µs in plaintext) and Dovecot's " +
 		"imap-login about 1,450 µs (290 µs), so a login costs about 2.7× the plaintext one on the shared cores. Even in " +
-		"plaintext no rimap daemon gets much past Cyrus's rate here (the IMAP floor under rimap is 0.83–1.02× Cyrus), " +
+		"plaintext no rimap daemon gets much past Cyrus's rate here (the IMAP floor under rimap is 0.83–1.02× Cyrus in the last two runs), " +
 		"so one that adds a handshake to every good login cannot reach it. In saslgate's profile the handshake is 40% " +
 		"of the samples, a third of that the X25519MLKEM768 key share Go offers by default, and verifying the " +
 		"certificate another 4%.",
