@@ -192,6 +192,10 @@ func (s *Server) answerCached(preq protocol.Request) (string, bool) {
 	return s.answer(preq, true)
 }
 
+// answer is authenticate and answerCached: with cachedOnly it goes no
+// further than the rules and a look in the cache unless that look hits.
+// A request that misses runs the rules again on its goroutine; they cost
+// a microsecond against a back end's milliseconds.
 func (s *Server) answer(preq protocol.Request, cachedOnly bool) (string, bool) {
 	ps := s.policy.Load()
 	if ps == nil {
