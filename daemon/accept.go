@@ -208,14 +208,10 @@ func (rl *rawListener) accept() {
 			<-s.conns
 			return
 		}
-		if rl.stopping() {
-			// the backlog, without waiting: what is queued now is all
-			// there is, since Run removed the socket and SHUT_RD refuses
-			// connects
-			try(uintptr(rl.fd))
-		} else if try(uintptr(rl.fd)); errors.Is(err, unix.EAGAIN) {
-			// Under load the backlog is seldom empty: only then wait,
-			// and do it on the netpoller
+		// Under load the backlog is seldom empty: only then wait, and on
+		// the netpoller. After Shutdown nothing waits: what is queued is
+		// all there is (Run removed the socket, SHUT_RD refuses connects).
+		if try(uintptr(rl.fd)); errors.Is(err, unix.EAGAIN) && !rl.stopping() {
 			if rerr := rl.rc.Read(try); rerr != nil {
 				err = rerr // the deadline that Shutdown sets
 			}
@@ -261,6 +257,7 @@ func (rl *rawListener) serve(fd int, remote string, buf []byte, rd *protocol.Rea
 		return rd
 	}
 	n, ok, drained := readQueued(fd, buf, cmp.Or(s.queuedWait, rawQueuedWait))
+	defer clear(buf[:n]) // a password, as protocol's field() clears its copy
 	if !ok {
 		job.queued = slices.Clone(buf[:n])
 		s.dispatch(job)

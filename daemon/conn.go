@@ -413,7 +413,7 @@ func (s *Server) replyTo(job *connJob, onAcceptor bool) (reply string, ok, handO
 		return "", false, false // saslauthd: no reply, nothing logged
 	case errors.Is(err, os.ErrDeadlineExceeded):
 		s.Logger.Error("read: timed out waiting for the request; closing",
-			slog.Duration("read_timeout", s.readTimeout(job.closing)))
+			slog.Duration("read_timeout", s.readTimeout(job.closing || s.isClosed())))
 		s.connError(ConnReadTimeout)
 		return "", false, false
 	default:

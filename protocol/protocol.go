@@ -117,10 +117,7 @@ type Reader struct {
 // syscall.Conn), the optional fifth field is read only if its bytes are
 // already queued in the kernel; it never blocks waiting for one.
 func NewReader(r io.Reader) *Reader {
-	// 4 KiB holds any request a real client sends (libsasl caps them near 8
-	// KiB but saslauthd refuses fields over 256 bytes anyway): one read(2)
-	// usually takes the whole request, fifth field included.
-	return &Reader{br: bufio.NewReaderSize(r, 4096), conn: r}
+	return NewReaderQueued(r, nil, false)
 }
 
 // NewReaderQueued returns a Reader on r that first reads queued, the
@@ -145,6 +142,9 @@ func (rd *Reader) Reset(r io.Reader, queued []byte, drained bool) {
 		src = io.MultiReader(bytes.NewReader(queued), r)
 	}
 	if rd.br == nil {
+		// 4 KiB holds any request a real client sends (libsasl caps them
+		// near 8 KiB but saslauthd refuses fields over 256 bytes anyway):
+		// one read(2) usually takes the whole request, fifth field included.
 		rd.br = bufio.NewReaderSize(src, 4096)
 	} else {
 		rd.br.Reset(src)
